@@ -1,0 +1,40 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
+import { LoggerModule } from 'nestjs-pino';
+import type { DestinationStream } from 'pino';
+import { HttpExceptionFilter } from './common/http-exception.filter';
+import { buildLoggerParams } from './common/logging';
+import { ResponseEnvelopeInterceptor } from './common/response-envelope.interceptor';
+import { AppConfig } from './config/app-config';
+import { ConfigModule } from './config/config.module';
+import { DatabaseModule } from './database/database.module';
+import { AuthModule } from './modules/auth/auth.module';
+import { HealthModule } from './modules/health/health.module';
+import { UsersModule } from './modules/users/users.module';
+
+export interface AppModuleOptions {
+  config: AppConfig;
+  /** Where JSON log lines go; stdout when omitted (tests pass a capturing stream). */
+  logDestination?: DestinationStream;
+}
+
+@Module({})
+export class AppModule {
+  static forRoot({ config, logDestination }: AppModuleOptions): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        ConfigModule.forRoot(config),
+        LoggerModule.forRoot(buildLoggerParams(config.logLevel, logDestination)),
+        DatabaseModule,
+        UsersModule,
+        AuthModule,
+        HealthModule,
+      ],
+      providers: [
+        { provide: APP_FILTER, useClass: HttpExceptionFilter },
+        { provide: APP_INTERCEPTOR, useClass: ResponseEnvelopeInterceptor },
+      ],
+    };
+  }
+}

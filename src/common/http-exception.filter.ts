@@ -1,0 +1,79 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus, Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { STATUS_CODES } from 'node:http';
+import { DomainError, DomainErrorKind } from './domain-error';
+
+const STATUS_BY_KIND: Record<DomainErrorKind, number> = {
+  invalid: HttpStatus.BAD_REQUEST,
+  unauthenticated: HttpStatus.UNAUTHORIZED,
+  forbidden: HttpStatus.FORBIDDEN,
+  not_found: HttpStatus.NOT_FOUND,
+  conflict: HttpStatus.CONFLICT,
+  payload_too_large: HttpStatus.PAYLOAD_TOO_LARGE,
+  unprocessable: HttpStatus.UNPROCESSABLE_ENTITY,
+  bad_gateway: HttpStatus.BAD_GATEWAY,
+  unavailable: HttpStatus.SERVICE_UNAVAILABLE,
+  timeout: HttpStatus.GATEWAY_TIMEOUT,
+};
+
+/** Errors thrown by Express' body parser carry a `type` and a status. */
+interface BodyParserError {
+  type: string;
+  status: number;
+}
+const BODY_PARSER_MESSAGES: Record<string, string> = {
+  'entity.parse.failed': 'Malformed JSON in request body',
+  'entity.too.large': 'Request body is larger than the configured BODY_LIMIT',
+  'encoding.unsupported': 'Unsupported request body encoding',
+  'charset.unsupported': 'Unsupported request body charset',
+};
+
+export interface ErrorBody {
+  statusCode: number;
+  error: string;
+  message: string | string[];
+  request_id?: string;
+  details?: Record<string, unknown>;
+}
+
+/** The one place errors become HTTP answers; anything unexpected is a 500 with a request id. */
+@Catch()
+export class HttpExceptionFilter implements ExceptionFilter {
+  private readonly logger = new Logger(HttpExceptionFilter.name);
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const http = host.switchToHttp();
+    const request = http.getRequest<Request & { id?: string }>();
+    const response = http.getResponse<Response>();
+    const body = this.toBody(exception, String(request.id ?? ''));
+    if (response.headersSent) {
+      this.logger.warn({ err: exception, request_id: request.id }, 'error after the response started');
+      response.end();
+      return;
+    }
+    response.status(body.statusCode).json(body);
+  }
+
+  private toBody(exception: unknown, requestId: string): ErrorBody {
+    if (exception instanceof DomainError) {
+      const statusCode = STATUS_BY_KIND[exception.kind];
+      return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message: exception.message, ...(exception.details ? { details: exception.details } : {}) };
+    }
+    if (exception instanceof HttpException) {
+      const statusCode = exception.getStatus();
+      const payload = exception.getResponse();
+      const message = typeof payload === 'string' ? payload : ((payload as { message?: string | string[] }).message ?? exception.message);
+      return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message };
+    }
+    if (isBodyParserError(exception)) {
+      return { statusCode: exception.status, error: STATUS_CODES[exception.status] ?? 'Error', message: BODY_PARSER_MESSAGES[exception.type] ?? 'Invalid request body' };
+    }
+    this.logger.error({ err: exception, request_id: requestId }, 'unhandled error');
+    return { statusCode: 500, error: 'Internal Server Error', message: 'An unexpected error occurred; quote the request id when reporting it', request_id: requestId };
+  }
+}
+
+function isBodyParserError(value: unknown): value is BodyParserError {
+  const candidate = value as Partial<BodyParserError> | null;
+  return typeof candidate?.type === 'string' && typeof candidate.status === 'number' && candidate.status >= 400 && candidate.status < 500;
+}

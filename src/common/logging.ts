@@ -1,0 +1,39 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Params } from 'nestjs-pino';
+import type { DestinationStream } from 'pino';
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Paths pino blanks in every log line, whatever the logger was handed. */
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'res.headers["set-cookie"]',
+  '*.password',
+  '*.token',
+  '*.access_token',
+  '*.secret',
+  '*.apiKey',
+  '*.api_key',
+];
+
+/** Structured JSON logs, one request id per request (the caller's X-Request-Id when it is sane). */
+export function buildLoggerParams(level: string, destination?: DestinationStream): Params {
+  const options = {
+        level,
+        redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+        genReqId: (request: IncomingMessage, response: ServerResponse) => {
+          const incoming = request.headers['x-request-id'];
+          const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+          response.setHeader('X-Request-Id', id);
+          return id;
+        },
+        customProps: (request: IncomingMessage & { id?: unknown }) => ({ request_id: request.id }),
+        serializers: {
+          req: (request: { id: unknown; method: string; url: string }) => ({ id: request.id, method: request.method, url: request.url }),
+        },
+  };
+  return { pinoHttp: destination ? [options, destination] : options };
+}

@@ -1,0 +1,144 @@
+import { dirname, join, resolve } from 'node:path';
+import { EnvironmentVariables, validateEnvironment } from './environment';
+
+/** Typed configuration, built once at boot from the validated environment. Injected by class. */
+export class AppConfig {
+  readonly http: { port: number; host: string; bodyLimit: string };
+  readonly dataDir: string;
+  readonly database: { url?: string };
+  readonly auth: {
+    jwtSecret?: string;
+    jwtExpiresInSeconds: number;
+    adminEmail?: string;
+    adminPassword?: string;
+    loginRateLimit: number;
+    loginRateWindowSeconds: number;
+  };
+  readonly logLevel: string;
+  readonly sandbox: {
+    provider: 'local' | 'modal';
+    imagesDir: string;
+    secretsFile?: string;
+    defaultTimeoutSeconds: number;
+    maxTimeoutSeconds: number;
+    maxProcesses: number;
+    memoryLimitMb: number;
+    cpuLimit?: number;
+    execOutputLimitBytes: number;
+    execDefaultTimeoutSeconds: number;
+    bwrapBin: string;
+    claudeBin: string;
+  };
+  /** Model credentials and Claude settings; only ever passed to the Claude process. */
+  readonly claude: {
+    credentials: Record<string, string>;
+    model?: string;
+    idleTimeoutSeconds: number;
+    defaultTimeoutSeconds: number;
+    maxPromptChars: number;
+    sseHeartbeatSeconds: number;
+  };
+  readonly storage: {
+    provider: 'local' | 's3';
+    rootDir: string;
+    s3: { endpoint?: string; region: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
+    defaultBucket: string;
+    allowedBuckets: string[];
+    fileUploadLimitBytes: number;
+  };
+  readonly modal: {
+    tokenId?: string;
+    tokenSecret?: string;
+    environment?: string;
+    s3SecretName: string;
+    bucketMountPath: string;
+    callTimeoutSeconds: number;
+  };
+
+  constructor(env: EnvironmentVariables) {
+    this.http = { port: env.PORT, host: env.HOST, bodyLimit: env.BODY_LIMIT };
+    this.dataDir = resolve(env.DATA_DIR);
+    this.database = { url: env.DATABASE_URL };
+    this.auth = {
+      jwtSecret: env.JWT_SECRET,
+      jwtExpiresInSeconds: env.JWT_EXPIRES_IN_SECONDS,
+      adminEmail: env.ADMIN_EMAIL,
+      adminPassword: env.ADMIN_PASSWORD,
+      loginRateLimit: env.LOGIN_RATE_LIMIT,
+      loginRateWindowSeconds: env.LOGIN_RATE_WINDOW_SECONDS,
+    };
+    this.logLevel = env.LOG_LEVEL;
+    this.sandbox = {
+      provider: env.SANDBOX_PROVIDER,
+      imagesDir: resolve(env.IMAGES_DIR ?? join(this.dataDir, 'images')),
+      secretsFile: env.SECRETS_FILE ? resolve(env.SECRETS_FILE) : undefined,
+      defaultTimeoutSeconds: Math.min(env.SANDBOX_DEFAULT_TIMEOUT_SECONDS, env.SANDBOX_MAX_TIMEOUT_SECONDS),
+      maxTimeoutSeconds: env.SANDBOX_MAX_TIMEOUT_SECONDS,
+      maxProcesses: env.SANDBOX_MAX_PROCESSES,
+      memoryLimitMb: env.SANDBOX_MEMORY_LIMIT_MB,
+      cpuLimit: env.SANDBOX_CPU_LIMIT,
+      execOutputLimitBytes: env.EXEC_OUTPUT_LIMIT_BYTES,
+      execDefaultTimeoutSeconds: env.EXEC_DEFAULT_TIMEOUT_SECONDS,
+      bwrapBin: env.BWRAP_BIN,
+      claudeBin: resolve(env.CLAUDE_BIN ?? bundledClaudeBinary()),
+    };
+    this.claude = {
+      credentials: pickDefined({
+        ANTHROPIC_API_KEY: env.ANTHROPIC_API_KEY,
+        ANTHROPIC_AUTH_TOKEN: env.ANTHROPIC_AUTH_TOKEN,
+        ANTHROPIC_BASE_URL: env.ANTHROPIC_BASE_URL,
+        CLAUDE_CODE_USE_BEDROCK: env.CLAUDE_CODE_USE_BEDROCK,
+        AWS_REGION: env.AWS_REGION,
+        AWS_BEARER_TOKEN_BEDROCK: env.AWS_BEARER_TOKEN_BEDROCK,
+        AWS_ACCESS_KEY_ID: env.AWS_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY: env.AWS_SECRET_ACCESS_KEY,
+        AWS_SESSION_TOKEN: env.AWS_SESSION_TOKEN,
+        CLAUDE_CODE_USE_VERTEX: env.CLAUDE_CODE_USE_VERTEX,
+        CLOUD_ML_REGION: env.CLOUD_ML_REGION,
+        ANTHROPIC_VERTEX_PROJECT_ID: env.ANTHROPIC_VERTEX_PROJECT_ID,
+      }),
+      model: env.ANTHROPIC_MODEL,
+      idleTimeoutSeconds: env.RUN_IDLE_TIMEOUT_SECONDS,
+      defaultTimeoutSeconds: env.RUN_DEFAULT_TIMEOUT_SECONDS,
+      maxPromptChars: env.RUN_MAX_PROMPT_CHARS,
+      sseHeartbeatSeconds: env.SSE_HEARTBEAT_SECONDS,
+    };
+    this.storage = {
+      provider: env.STORAGE_PROVIDER,
+      rootDir: join(this.dataDir, 'storage'),
+      s3: {
+        endpoint: env.S3_ENDPOINT,
+        region: env.S3_REGION,
+        accessKeyId: env.S3_ACCESS_KEY_ID,
+        secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+        forcePathStyle: env.S3_FORCE_PATH_STYLE === 'true' || env.S3_FORCE_PATH_STYLE === '1',
+      },
+      defaultBucket: env.S3_DEFAULT_BUCKET,
+      allowedBuckets: env.STORAGE_ALLOWED_BUCKETS
+        ? env.STORAGE_ALLOWED_BUCKETS.split(',').map((bucket) => bucket.trim()).filter(Boolean)
+        : [env.S3_DEFAULT_BUCKET],
+      fileUploadLimitBytes: env.FILE_UPLOAD_LIMIT_BYTES,
+    };
+    this.modal = {
+      tokenId: env.MODAL_TOKEN_ID,
+      tokenSecret: env.MODAL_TOKEN_SECRET,
+      environment: env.MODAL_ENVIRONMENT,
+      s3SecretName: env.MODAL_S3_SECRET_NAME,
+      bucketMountPath: env.MODAL_BUCKET_MOUNT_PATH,
+      callTimeoutSeconds: env.MODAL_CALL_TIMEOUT_SECONDS,
+    };
+  }
+
+  static fromEnvironment(env: Record<string, string | undefined>): AppConfig {
+    return new AppConfig(validateEnvironment(env));
+  }
+}
+
+function pickDefined(values: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(values).filter((entry): entry is [string, string] => entry[1] !== undefined));
+}
+
+/** The Claude Code CLI of the pinned npm dependency. */
+function bundledClaudeBinary(): string {
+  return join(dirname(require.resolve('@anthropic-ai/claude-code/package.json')), 'bin', 'claude.exe');
+}

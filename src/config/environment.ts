@@ -1,0 +1,164 @@
+import { plainToInstance, Transform } from 'class-transformer';
+import {
+  IsEmail,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  validateSync,
+} from 'class-validator';
+
+const toInt = ({ value }: { value: unknown }) =>
+  value === undefined || value === '' ? undefined : Number(value);
+const emptyToUndefined = ({ value }: { value: unknown }) => (value === '' ? undefined : value);
+
+/** Every environment variable the service reads, validated once at boot. */
+export class EnvironmentVariables {
+  @IsOptional() @Transform(toInt) @IsInt() @Min(0) @Max(65535)
+  PORT: number = 3000;
+
+  @IsOptional() @IsString()
+  HOST: string = '127.0.0.1';
+
+  @IsOptional() @IsString()
+  DATA_DIR: string = './data';
+
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^postgres(ql)?:\/\//, { message: 'DATABASE_URL must start with postgres:// or postgresql://' })
+  DATABASE_URL?: string;
+
+  @IsOptional() @Transform(emptyToUndefined) @IsString() @MinLength(32, { message: 'JWT_SECRET must be at least 32 characters' })
+  JWT_SECRET?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(60) @Max(30 * 24 * 3600)
+  JWT_EXPIRES_IN_SECONDS: number = 3600;
+
+  @IsOptional() @Transform(emptyToUndefined) @IsEmail({}, { message: 'ADMIN_EMAIL must be an email address' })
+  ADMIN_EMAIL?: string;
+
+  @IsOptional() @Transform(emptyToUndefined) @IsString() @MinLength(8, { message: 'ADMIN_PASSWORD must be at least 8 characters' })
+  ADMIN_PASSWORD?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  LOGIN_RATE_LIMIT: number = 10;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  LOGIN_RATE_WINDOW_SECONDS: number = 60;
+
+  @IsOptional() @Matches(/^\d+(b|kb|mb)$/i, { message: 'BODY_LIMIT must look like 100kb or 1mb' })
+  BODY_LIMIT: string = '1mb';
+
+  @IsOptional() @IsIn(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+  LOG_LEVEL: string = 'info';
+
+  // --- sandboxes ---
+  @IsOptional() @IsIn(['local', 'modal'])
+  SANDBOX_PROVIDER: 'local' | 'modal' = 'local';
+
+  @IsOptional() @Transform(emptyToUndefined) @IsString()
+  IMAGES_DIR?: string;
+
+  @IsOptional() @Transform(emptyToUndefined) @IsString()
+  SECRETS_FILE?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(10)
+  SANDBOX_DEFAULT_TIMEOUT_SECONDS: number = 3600;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(10)
+  SANDBOX_MAX_TIMEOUT_SECONDS: number = 86400;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(16)
+  SANDBOX_MAX_PROCESSES: number = 512;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(64)
+  SANDBOX_MEMORY_LIMIT_MB: number = 4096;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  SANDBOX_CPU_LIMIT?: number;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1024)
+  EXEC_OUTPUT_LIMIT_BYTES: number = 1024 * 1024;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  EXEC_DEFAULT_TIMEOUT_SECONDS: number = 120;
+
+  @IsOptional() @IsString()
+  BWRAP_BIN: string = 'bwrap';
+
+  @IsOptional() @Transform(emptyToUndefined) @IsString()
+  CLAUDE_BIN?: string;
+
+  // --- Claude runs (model credentials are passed only to the Claude process) ---
+  @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_API_KEY?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_AUTH_TOKEN?: string;
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^https?:\/\//, { message: 'ANTHROPIC_BASE_URL must be an http(s) URL' }) ANTHROPIC_BASE_URL?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_MODEL?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsIn(['0', '1', 'true', 'false']) CLAUDE_CODE_USE_BEDROCK?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() AWS_REGION?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() AWS_BEARER_TOKEN_BEDROCK?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() AWS_ACCESS_KEY_ID?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() AWS_SECRET_ACCESS_KEY?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() AWS_SESSION_TOKEN?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsIn(['0', '1', 'true', 'false']) CLAUDE_CODE_USE_VERTEX?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() CLOUD_ML_REGION?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_VERTEX_PROJECT_ID?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(5)
+  RUN_IDLE_TIMEOUT_SECONDS: number = 600;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(5)
+  RUN_DEFAULT_TIMEOUT_SECONDS: number = 3600;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  RUN_MAX_PROMPT_CHARS: number = 100_000;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  SSE_HEARTBEAT_SECONDS: number = 15;
+
+  // --- workspace storage ---
+  @IsOptional() @IsIn(['local', 's3'])
+  STORAGE_PROVIDER: 'local' | 's3' = 'local';
+
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^https?:\/\//, { message: 'S3_ENDPOINT must be an http(s) URL' }) S3_ENDPOINT?: string;
+  @IsOptional() @IsString() S3_REGION: string = 'us-east-1';
+  @IsOptional() @Transform(emptyToUndefined) @IsString() S3_ACCESS_KEY_ID?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() S3_SECRET_ACCESS_KEY?: string;
+  @IsOptional() @IsIn(['0', '1', 'true', 'false']) S3_FORCE_PATH_STYLE: string = 'false';
+  @IsOptional() @Matches(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: 'S3_DEFAULT_BUCKET must be a valid bucket name' }) S3_DEFAULT_BUCKET: string = 'workspaces';
+  @IsOptional() @Transform(emptyToUndefined) @IsString() STORAGE_ALLOWED_BUCKETS?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  FILE_UPLOAD_LIMIT_BYTES: number = 100 * 1024 * 1024;
+
+  // --- Modal ---
+  @IsOptional() @Transform(emptyToUndefined) @IsString() MODAL_TOKEN_ID?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() MODAL_TOKEN_SECRET?: string;
+  @IsOptional() @Transform(emptyToUndefined) @IsString() MODAL_ENVIRONMENT?: string;
+  @IsOptional() @IsString() MODAL_S3_SECRET_NAME: string = 's3-bucket';
+  @IsOptional() @IsString() MODAL_BUCKET_MOUNT_PATH: string = '/mnt/s3';
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) MODAL_CALL_TIMEOUT_SECONDS: number = 60;
+}
+
+export class ConfigValidationError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigValidationError';
+  }
+}
+
+export function validateEnvironment(env: Record<string, string | undefined>): EnvironmentVariables {
+  const parsed = plainToInstance(EnvironmentVariables, { ...env }, { exposeDefaultValues: true });
+  const errors = validateSync(parsed, { skipMissingProperties: false, forbidUnknownValues: false });
+  if (errors.length > 0) {
+    const problems = errors.flatMap((error) =>
+      Object.values(error.constraints ?? { invalid: `${error.property} is invalid` }).map((message) =>
+        message.startsWith(error.property) ? message : `${error.property}: ${message}`,
+      ),
+    );
+    throw new ConfigValidationError(problems);
+  }
+  return parsed;
+}

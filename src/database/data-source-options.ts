@@ -1,0 +1,26 @@
+import { join } from 'node:path';
+import { DataSourceOptions } from 'typeorm';
+import { AppConfig } from '../config/app-config';
+import { ENTITIES } from './entities';
+import { MIGRATIONS } from './migrations';
+import { pgliteDriver } from './pglite-driver';
+import { SnakeNamingStrategy } from './snake-naming.strategy';
+
+/** One definition for the app and the migration CLI: PGlite under DATA_DIR, or PostgreSQL via DATABASE_URL. */
+export function buildDataSourceOptions(config: AppConfig): DataSourceOptions {
+  const common = {
+    type: 'postgres' as const,
+    entities: ENTITIES,
+    migrations: MIGRATIONS,
+    migrationsRun: false,
+    synchronize: false,
+    namingStrategy: new SnakeNamingStrategy(),
+    uuidExtension: 'pgcrypto' as const,
+    installExtensions: false,
+    logging: ['error', 'warn'] as ('error' | 'warn')[],
+  };
+  if (config.database.url) {
+    return { ...common, url: config.database.url, poolSize: 10 };
+  }
+  return { ...common, driver: pgliteDriver(join(config.dataDir, 'pglite')) };
+}

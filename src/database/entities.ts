@@ -1,0 +1,6 @@
+import { ApiToken } from '../modules/auth/api-token.entity';
+import { Account } from '../modules/users/account.entity';
+import { User } from '../modules/users/user.entity';
+
+/** Every persisted entity; the migration CLI and the app share this list. */
+export const ENTITIES = [Account, User, ApiToken];

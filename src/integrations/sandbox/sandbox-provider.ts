@@ -1,0 +1,147 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The sandbox engine behind the API, shaped after Modal's model (app per account, named volumes,
+ * sandboxes with exec) so that the local bubblewrap engine and Modal are interchangeable.
+ * Implementations translate their own failures into the errors in ./sandbox-provider.errors.ts.
+ */
+export abstract class SandboxProvider {
+  abstract readonly kind: 'local' | 'modal';
+
+  /** Whether the engine can be used at all (binaries present, credentials set); for health and tests. */
+  abstract isConfigured(): boolean;
+
+  /** Creates the account's app (`app-{account_id}`) on first use, reuses it afterwards. */
+  abstract ensureApp(accountId: string): Promise<void>;
+
+  /** Creates the named volume of an account when missing; every sandbox naming it shares it. */
+  abstract ensureVolume(accountId: string, volumeName: string): Promise<void>;
+
+  /** Starts a sandbox and returns once it is running (image steps done). */
+  abstract create(spec: SandboxSpec, hooks?: CreateHooks): Promise<SandboxHandle>;
+
+  /** Runs an argv (never a shell string) in a running sandbox. */
+  abstract exec(providerSandboxId: string, request: ExecRequest): Promise<SandboxProcess>;
+
+  abstract status(providerSandboxId: string): Promise<SandboxState>;
+
+  /** Stops every process of the sandbox and releases its resources; idempotent. */
+  abstract terminate(providerSandboxId: string): Promise<void>;
+
+  /**
+   * After a service restart: re-attaches to a sandbox this service created earlier. Returns false
+   * when it no longer runs (the caller then records it as terminated).
+   */
+  abstract reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean>;
+
+  /** Files of an account's volume, for snapshots, restore and the files API. */
+  abstract volume(accountId: string, volumeName: string, providerSandboxId?: string): VolumeAccess;
+}
+
+export type SandboxNetwork = 'open' | 'none';
+
+export interface SandboxSpec {
+  /** Our id for the sandbox (tags, directory names, logs). */
+  sandboxId: string;
+  accountId: string;
+  /** undefined or 'host' = the local host view / the default image; otherwise an image name. */
+  imageBase?: string;
+  /** Dockerfile lines: ENV, WORKDIR and RUN are honoured. Validated before reaching the provider. */
+  dockerfileCommands: string[];
+  volumeName: string;
+  volumeMountPath: string;
+  workdir: string;
+  /** Plain environment of every process in the sandbox. */
+  env: Record<string, string>;
+  /** Named secrets from the service's configuration, resolved to their values. */
+  secrets: SecretRef[];
+  network: SandboxNetwork;
+  timeoutSeconds: number;
+  idleTimeoutSeconds?: number;
+  /** Bucket mount for providers that mount object storage inside the sandbox (Modal). */
+  bucketMount?: { bucket: string; keyPrefix: string; readOnly: boolean };
+}
+
+export interface SecretRef {
+  name: string;
+  /** Values from the service's SECRETS_FILE; a provider with its own secret store may ignore them. */
+  values: Record<string, string>;
+}
+
+/** Called while a sandbox is being created, so the caller can record progress (e.g. image steps). */
+export interface CreateHooks {
+  onImageStep?(step: { index: number; instruction: string; cached: boolean }): void;
+}
+
+export interface SandboxHandle {
+  providerSandboxId: string;
+  /** Which limits this engine actually enforces for the sandbox (reported by GET). */
+  limits: EnforcedLimits;
+}
+
+export interface EnforcedLimits {
+  lifetime_seconds: number;
+  max_processes: number | null;
+  memory_bytes: number | null;
+  cpu_cores: number | null;
+  exec_output_bytes: number;
+}
+
+export interface ExecRequest {
+  argv: string[];
+  env?: Record<string, string>;
+  /** Environment only this process gets (model credentials); never logged. */
+  secretEnv?: Record<string, string>;
+  workdir?: string;
+  pty?: boolean;
+  timeoutSeconds?: number;
+}
+
+export interface SandboxProcess {
+  /** Raw output as it is produced; read incrementally. */
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** Resolves when the process has exited and its output streams have ended. */
+  wait(): Promise<ExecExit>;
+  /** Kills the process (and its children); the wait() promise then resolves. */
+  kill(): Promise<void>;
+}
+
+export interface ExecExit {
+  exitCode: number;
+  /** The exec's own timeout fired. */
+  timedOut: boolean;
+}
+
+export type SandboxState =
+  | { status: 'running' }
+  | { status: 'terminated' | 'error'; exitReason: string; exitCode?: number };
+
+export interface VolumeEntry {
+  name: string;
+  /** Path relative to the volume root, '/'-separated, no leading slash. */
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  modifiedAt: Date;
+  /** For symlinks: the link text, as stored. */
+  target?: string;
+}
+
+/**
+ * Confined access to one volume. Every path is relative to the volume root; paths that leave the
+ * volume (`..`, absolute, through symlinks) are refused with PathOutsideVolumeError.
+ */
+export interface VolumeAccess {
+  list(dir: string): Promise<VolumeEntry[]>;
+  stat(path: string): Promise<VolumeEntry | null>;
+  openRead(path: string): Promise<Readable>;
+  /** Writes atomically (temp file + rename), creating parent directories. */
+  write(path: string, content: Readable, mode?: number): Promise<{ bytes: number }>;
+  mkdir(path: string, mode?: number): Promise<void>;
+  symlink(path: string, target: string): Promise<void>;
+  remove(path: string): Promise<void>;
+  /** Yields every entry below dir (depth-first), symlinks reported, never followed. */
+  walk(dir?: string): AsyncIterable<VolumeEntry>;
+}

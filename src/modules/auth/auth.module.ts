@@ -1,0 +1,34 @@
+import { Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { JwtModule } from '@nestjs/jwt';
+import { PassportModule } from '@nestjs/passport';
+import { ThrottlerModule } from '@nestjs/throttler';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { AppConfig } from '../../config/app-config';
+import { UsersModule } from '../users/users.module';
+import { ApiToken } from './api-token.entity';
+import { ApiTokensService } from './api-tokens.service';
+import { AuthPolicyGuard } from './auth-policy.guard';
+import { AuthController } from './auth.controller';
+import { AuthService } from './auth.service';
+import { BearerStrategy } from './bearer.strategy';
+import { resolveJwtSecret } from './jwt-secret';
+
+@Module({
+  imports: [
+    UsersModule,
+    PassportModule,
+    TypeOrmModule.forFeature([ApiToken]),
+    JwtModule.registerAsync({
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => ({ secret: resolveJwtSecret(config), signOptions: { algorithm: 'HS256' }, verifyOptions: { algorithms: ['HS256'] } }),
+    }),
+    ThrottlerModule.forRootAsync({
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => [{ name: 'login', ttl: config.auth.loginRateWindowSeconds * 1000, limit: config.auth.loginRateLimit }],
+    }),
+  ],
+  controllers: [AuthController],
+  providers: [AuthService, ApiTokensService, BearerStrategy, { provide: APP_GUARD, useClass: AuthPolicyGuard }],
+})
+export class AuthModule {}

@@ -1,0 +1,23 @@
+import { Controller, Get } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { HealthCheck, HealthCheckResult, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
+import { RawResponse } from '../../common/response-envelope.interceptor';
+import { Public } from '../auth/auth-policy.decorator';
+
+@ApiTags('health')
+@Controller('api/health')
+export class HealthController {
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly database: TypeOrmHealthIndicator,
+  ) {}
+
+  @Get()
+  @Public()
+  @RawResponse()
+  @HealthCheck()
+  @ApiOperation({ operationId: 'getHealth', summary: 'Liveness and dependency health (database); 503 when a dependency is down' })
+  check(): Promise<HealthCheckResult> {
+    return this.health.check([() => this.database.pingCheck('database', { timeout: 3000 })]);
+  }
+}
