@@ -18,10 +18,13 @@ const common = {
   transform: { '^.+\\.(t|j|mj)s$': swc },
   transformIgnorePatterns: [`/node_modules/(?!(${esmPackages.join('|')})/)`],
   testEnvironment: 'node',
+  testTimeout: 120_000,
 };
+// e2e tests boot the real app, sandboxes and the Claude CLI: individual steps take seconds.
 module.exports = {
+  testTimeout: 120_000,
   projects: [
     { ...common, displayName: 'unit', rootDir: '<rootDir>', testMatch: ['<rootDir>/src/**/*.spec.ts'] },
-    { ...common, displayName: 'e2e', rootDir: '<rootDir>', testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'] },
+    { ...common, displayName: 'e2e', rootDir: '<rootDir>', testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'], slowTestThreshold: 30 },
   ],
 };

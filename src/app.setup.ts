@@ -42,7 +42,12 @@ function setUpSwagger(app: INestApplication): void {
 export function flattenValidationErrors(errors: ValidationError[], parent = ''): string[] {
   return errors.flatMap((error) => {
     const path = parent ? `${parent}.${error.property}` : error.property;
-    const own = Object.values(error.constraints ?? {}).map((message) => (message.startsWith(error.property) ? path + message.slice(error.property.length) : `${path}: ${message}`));
+    const own = Object.values(error.constraints ?? {}).map((message) => namedMessage(message, error.property, path));
     return [...own, ...flattenValidationErrors(error.children ?? [], path)];
   });
+}
+
+function namedMessage(message: string, property: string, path: string): string {
+  if (message.startsWith(property)) return path + message.slice(property.length);
+  return message.includes(property) ? message : `${path}: ${message}`;
 }

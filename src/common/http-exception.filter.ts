@@ -59,14 +59,15 @@ export class HttpExceptionFilter implements ExceptionFilter {
       const statusCode = STATUS_BY_KIND[exception.kind];
       return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message: exception.message, ...(exception.details ? { details: exception.details } : {}) };
     }
+    const parserError = [exception, (exception as { cause?: unknown } | null)?.cause].find(isBodyParserError);
+    if (parserError) {
+      return { statusCode: parserError.status, error: STATUS_CODES[parserError.status] ?? 'Error', message: BODY_PARSER_MESSAGES[parserError.type] ?? 'Invalid request body' };
+    }
     if (exception instanceof HttpException) {
       const statusCode = exception.getStatus();
       const payload = exception.getResponse();
       const message = typeof payload === 'string' ? payload : ((payload as { message?: string | string[] }).message ?? exception.message);
       return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message };
-    }
-    if (isBodyParserError(exception)) {
-      return { statusCode: exception.status, error: STATUS_CODES[exception.status] ?? 'Error', message: BODY_PARSER_MESSAGES[exception.type] ?? 'Invalid request body' };
     }
     this.logger.error({ err: exception, request_id: requestId }, 'unhandled error');
     return { statusCode: 500, error: 'Internal Server Error', message: 'An unexpected error occurred; quote the request id when reporting it', request_id: requestId };

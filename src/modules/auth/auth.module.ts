@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { APP_GUARD } from '@nestjs/core';
+import { APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { JwtModule } from '@nestjs/jwt';
 import { PassportModule } from '@nestjs/passport';
 import { ThrottlerModule } from '@nestjs/throttler';
@@ -13,11 +13,13 @@ import { AuthController } from './auth.controller';
 import { AuthService } from './auth.service';
 import { BearerStrategy } from './bearer.strategy';
 import { resolveJwtSecret } from './jwt-secret';
+import { RouteAuthAudit } from './route-auth-audit';
 
 @Module({
   imports: [
     UsersModule,
     PassportModule,
+    DiscoveryModule,
     TypeOrmModule.forFeature([ApiToken]),
     JwtModule.registerAsync({
       inject: [AppConfig],
@@ -29,6 +31,7 @@ import { resolveJwtSecret } from './jwt-secret';
     }),
   ],
   controllers: [AuthController],
-  providers: [AuthService, ApiTokensService, BearerStrategy, { provide: APP_GUARD, useClass: AuthPolicyGuard }],
+  providers: [AuthService, ApiTokensService, BearerStrategy, RouteAuthAudit, { provide: APP_GUARD, useClass: AuthPolicyGuard }],
+  exports: [RouteAuthAudit],
 })
 export class AuthModule {}

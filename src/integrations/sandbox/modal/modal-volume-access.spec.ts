@@ -1,0 +1,237 @@
+import { Logger } from '@nestjs/common';
+import { SandboxFilesystemNotFoundError, type FileInfo } from 'modal';
+import { spawn } from 'node:child_process';
+import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import {
+  PathOutsideVolumeError,
+  ProviderConflictError,
+  ProviderInvalidError,
+  ProviderTimeoutError,
+  VolumePathNotFoundError,
+} from '../sandbox-provider.errors';
+import type { ModalProcessLike, ModalSandboxLike } from './modal-client';
+import { withDeadline, type ModalCall } from './modal-errors';
+import { ModalVolumeAccess } from './modal-volume-access';
+import { fakeProcess, fakeSandbox, never } from './testing/fake-modal';
+
+const logger = new Logger('test');
+const call: ModalCall = (step, what, work, seconds = 5) => withDeadline(step, what, seconds, logger, work);
+
+async function text(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+describe('ModalVolumeAccess, SDK calls', () => {
+  it.each(['../etc/passwd', 'a/../../b', '/etc/passwd', 'a\0b'])('refuses %j before any SDK call', async (path) => {
+    const volume = new ModalVolumeAccess(fakeSandbox('sb-1'), '/workspace', call, 5);
+    await expect(volume.openRead(path)).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.stat(path)).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.write(path, Readable.from([Buffer.from('x')]))).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.remove(path)).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.mkdir(path)).rejects.toBeInstanceOf(PathOutsideVolumeError);
+  });
+
+  it('streams a read through one exec of the read step, in binary mode', async () => {
+    const sandbox = fakeSandbox('sb-1');
+    sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [Buffer.from('hel'), Buffer.from('lo')] }));
+    const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
+
+    expect(await text(await volume.openRead('./docs//a.txt'))).toBe('hello');
+    expect(sandbox.exec).toHaveBeenCalledWith(['sh', '-c', expect.stringContaining('exec cat -- "$p"'), 'volume-read', '/workspace', 'docs/a.txt'], { mode: 'binary' });
+  });
+
+  it('uses sandbox.filesystem for stat and listing', async () => {
+    const sandbox = fakeSandbox('sb-1');
+    const info: FileInfo = { name: 'a.txt', path: '/workspace/d/a.txt', type: 'file', size: 3, mode: 0o100640, permissions: '-rw-r-----', owner: 'root', group: 'root', modifiedTime: 1_700_000_000, symlinkTarget: null };
+    sandbox.exec.mockResolvedValueOnce(fakeProcess()).mockResolvedValueOnce(fakeProcess());
+    sandbox.filesystem.stat.mockResolvedValueOnce(info);
+    sandbox.filesystem.listFiles.mockResolvedValueOnce([info]);
+    const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
+    const entry = { name: 'a.txt', path: 'd/a.txt', type: 'file', size: 3, mode: 0o640, modifiedAt: new Date(1_700_000_000_000) };
+
+    await expect(volume.stat('d/a.txt')).resolves.toEqual(entry);
+    await expect(volume.list('d')).resolves.toEqual([entry]);
+    expect(sandbox.filesystem.stat).toHaveBeenCalledWith('/workspace/d/a.txt');
+    expect(sandbox.filesystem.listFiles).toHaveBeenCalledWith('/workspace/d');
+  });
+
+  it('gives a filesystem call that never answers a deadline', async () => {
+    jest.useFakeTimers();
+    try {
+      const sandbox = fakeSandbox('sb-1');
+      sandbox.filesystem.stat.mockReturnValueOnce(never());
+      const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
+      const outcome = volume.stat('');
+      const rejected = expect(outcome).rejects.toBeInstanceOf(ProviderTimeoutError);
+      await jest.advanceTimersByTimeAsync(5000);
+      await rejected;
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
+
+/**
+ * A stand-in sandbox that runs exec locally with this machine's sh and answers filesystem calls
+ * from the local disk, so the shell steps of the volume access are exercised for real.
+ */
+function localSandbox(): ModalSandboxLike {
+  return {
+    sandboxId: 'sb-local',
+    detach: () => undefined,
+    poll: async () => null,
+    terminate: async () => undefined,
+    exec: async (argv) => runLocally(argv),
+    filesystem: {
+      listFiles: async (path) => {
+        const names = (await readdir(path).catch(notFound(path))).sort();
+        return Promise.all(names.map((name) => fileInfo(join(path, name))));
+      },
+      stat: (path) => fileInfo(path),
+      copyFromLocal: async (local, remote) => {
+        await mkdir(dirname(remote), { recursive: true });
+        await copyFile(local, remote);
+      },
+    },
+  };
+}
+
+function runLocally(argv: string[]): ModalProcessLike {
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exit = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));
+  return {
+    stdout: Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>,
+    stderr: Readable.toWeb(child.stderr) as ReadableStream<Uint8Array>,
+    wait: () => exit,
+  };
+}
+
+async function fileInfo(path: string): Promise<FileInfo> {
+  const stats = await lstat(path).catch(notFound(path));
+  const type = stats.isSymbolicLink() ? 'symlink' : stats.isDirectory() ? 'directory' : 'file';
+  return {
+    name: basename(path),
+    path,
+    type,
+    size: stats.size,
+    mode: stats.mode,
+    permissions: '',
+    owner: '',
+    group: '',
+    modifiedTime: Math.floor(stats.mtimeMs / 1000),
+    symlinkTarget: type === 'symlink' ? await readlink(path) : null,
+  };
+}
+
+function notFound(path: string) {
+  return (error: NodeJS.ErrnoException): never => {
+    throw error.code === 'ENOENT' ? new SandboxFilesystemNotFoundError(`No such file or directory: ${path}`) : error;
+  };
+}
+
+describe('ModalVolumeAccess, behaviour against a real shell and disk', () => {
+  let base: string;
+  let root: string;
+  let outside: string;
+  let volume: ModalVolumeAccess;
+
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), 'modal-volume-'));
+    root = join(base, 'workspace');
+    outside = join(base, 'outside');
+    await mkdir(root);
+    await mkdir(outside);
+    await writeFile(join(outside, 'secret.txt'), 'not yours');
+    volume = new ModalVolumeAccess(localSandbox(), root, call, 5, base);
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  it('writes atomically through an upload, creating parents, and reads back the same bytes', async () => {
+    const content = Buffer.concat([Buffer.from('héllo 🎉\n'), Buffer.alloc(300_000, 7)]);
+    const written = await volume.write('src/deep/file.bin', Readable.from([content.subarray(0, 5), content.subarray(5)]), 0o600);
+
+    expect(written).toEqual({ bytes: content.length });
+    expect(await readFile(join(root, 'src/deep/file.bin'))).toEqual(content);
+    expect((await lstat(join(root, 'src/deep/file.bin'))).mode & 0o777).toBe(0o600);
+    const read: Buffer[] = [];
+    for await (const chunk of await volume.openRead('src/deep/file.bin')) read.push(chunk as Buffer);
+    expect(Buffer.concat(read)).toEqual(content);
+    expect((await readdir(root)).filter((name) => name.startsWith('.upload-'))).toEqual([]);
+    expect((await readdir(base)).filter((name) => name.startsWith('modal-upload-'))).toEqual([]);
+  });
+
+  it('keeps the mode of a file it overwrites and defaults new files to 644', async () => {
+    await writeFile(join(root, 'run.sh'), 'old');
+    await volume.write('run.sh', Readable.from([Buffer.from('new')]));
+    await volume.write('notes.txt', Readable.from([Buffer.from('n')]));
+    await rm(join(root, 'run.sh'));
+    await writeFile(join(root, 'run.sh'), 'old', { mode: 0o750 });
+    await volume.write('run.sh', Readable.from([Buffer.from('newer')]));
+
+    expect((await lstat(join(root, 'run.sh'))).mode & 0o777).toBe(0o750);
+    expect((await lstat(join(root, 'notes.txt'))).mode & 0o777).toBe(0o644);
+    expect(await readFile(join(root, 'run.sh'), 'utf8')).toBe('newer');
+  });
+
+  it('reads an empty file, and reports a missing one or a directory', async () => {
+    await writeFile(join(root, 'empty'), '');
+    await mkdir(join(root, 'dir'));
+    expect(await text(await volume.openRead('empty'))).toBe('');
+    await expect(volume.openRead('missing.txt')).rejects.toBeInstanceOf(VolumePathNotFoundError);
+    await expect(volume.openRead('dir')).rejects.toBeInstanceOf(ProviderInvalidError);
+    await expect(volume.openRead('')).rejects.toBeInstanceOf(ProviderInvalidError);
+    await expect(volume.write('dir', Readable.from([Buffer.from('x')]))).rejects.toBeInstanceOf(ProviderConflictError);
+  });
+
+  it('follows a symlink that stays inside the volume and refuses one that leaves it', async () => {
+    await writeFile(join(root, 'real.txt'), 'inside');
+    await symlink('real.txt', join(root, 'alias.txt'));
+    await symlink(join(outside, 'secret.txt'), join(root, 'escape.txt'));
+    await symlink(outside, join(root, 'elsewhere'));
+
+    expect(await text(await volume.openRead('alias.txt'))).toBe('inside');
+    await expect(volume.openRead('escape.txt')).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.openRead('elsewhere/secret.txt')).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.write('elsewhere/planted.txt', Readable.from([Buffer.from('x')]))).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.list('elsewhere')).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.mkdir('elsewhere/new')).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    await expect(volume.remove('elsewhere/secret.txt')).rejects.toBeInstanceOf(PathOutsideVolumeError);
+    expect(await readdir(outside)).toEqual(['secret.txt']);
+    expect((await readdir(root)).filter((name) => name.startsWith('.upload-'))).toEqual([]);
+  });
+
+  it('stats, lists and walks without following symlinks', async () => {
+    await mkdir(join(root, 'a/b'), { recursive: true });
+    await writeFile(join(root, 'a/b/c.txt'), 'abc');
+    await volume.symlink('a/link', '../../outside');
+
+    expect(await volume.stat('a/link')).toMatchObject({ path: 'a/link', type: 'symlink', target: '../../outside' });
+    expect(await volume.stat('a/nothing')).toBeNull();
+    expect(await volume.stat('')).toMatchObject({ path: '', type: 'directory' });
+    expect((await volume.list('a')).map((entry) => [entry.path, entry.type])).toEqual([
+      ['a/b', 'directory'],
+      ['a/link', 'symlink'],
+    ]);
+    const walked: string[] = [];
+    for await (const entry of volume.walk()) walked.push(`${entry.type}:${entry.path}`);
+    expect(walked).toEqual(['directory:a', 'directory:a/b', 'file:a/b/c.txt', 'symlink:a/link']);
+  });
+
+  it('makes directories with a mode, replaces symlinks and removes trees', async () => {
+    await volume.mkdir('x/y', 0o700);
+    expect((await lstat(join(root, 'x/y'))).mode & 0o777).toBe(0o700);
+    await volume.symlink('x/l', 'y');
+    await volume.symlink('x/l', 'z');
+    expect(await readlink(join(root, 'x/l'))).toBe('z');
+    await volume.remove('x');
+    expect(await readdir(root)).toEqual([]);
+    await expect(volume.remove('x')).rejects.toBeInstanceOf(VolumePathNotFoundError);
+    await expect(volume.remove('')).rejects.toBeInstanceOf(ProviderInvalidError);
+    await expect(volume.list('missing')).rejects.toBeInstanceOf(VolumePathNotFoundError);
+  });
+});

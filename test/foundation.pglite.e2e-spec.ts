@@ -1,0 +1,4 @@
+import { describeFoundation, describeLoginRateLimit } from './support/foundation-suite';
+
+describeFoundation('pglite');
+describeLoginRateLimit();
