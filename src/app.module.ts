@@ -10,6 +10,10 @@ import { ConfigModule } from './config/config.module';
 import { DatabaseModule } from './database/database.module';
 import { AuthModule } from './modules/auth/auth.module';
 import { HealthModule } from './modules/health/health.module';
+import { FilesModule } from './modules/files/files.module';
+import { RunsModule } from './modules/runs/runs.module';
+import { SnapshotsModule } from './modules/snapshots/snapshots.module';
+import { SandboxesModule } from './modules/sandboxes/sandboxes.module';
 import { UsersModule } from './modules/users/users.module';
 
 export interface AppModuleOptions {
@@ -30,6 +34,10 @@ export class AppModule {
         UsersModule,
         AuthModule,
         HealthModule,
+        SandboxesModule,
+        RunsModule,
+        SnapshotsModule,
+        FilesModule,
       ],
       providers: [
         { provide: APP_FILTER, useClass: HttpExceptionFilter },

@@ -1,5 +1,7 @@
 import { BadRequestException, INestApplication, ValidationError, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
@@ -22,7 +24,30 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
   );
   app.enableShutdownHooks();
   setUpSwagger(app);
+  serveChatPage(app);
   return app;
+}
+
+/** The chat page from static/, and its browser libraries from their npm packages (never a CDN). */
+function serveChatPage(app: NestExpressApplication): void {
+  const vendor: Record<string, string> = {
+    '/vendor/marked.esm.js': join(packageDir('marked'), 'lib', 'marked.esm.js'),
+    '/vendor/purify.es.mjs': join(packageDir('dompurify'), 'dist', 'purify.es.mjs'),
+  };
+  for (const [route, file] of Object.entries(vendor)) {
+    app.use(route, (_request: unknown, response: { type(t: string): { sendFile(f: string): void } }) => response.type('text/javascript').sendFile(file));
+  }
+  app.useStaticAssets(join(projectRoot(), 'static'), { index: 'index.html', maxAge: 0 });
+}
+
+function packageDir(name: string): string {
+  return dirname(require.resolve(`${name}/package.json`));
+}
+
+function projectRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }
 
 function setUpSwagger(app: INestApplication): void {

@@ -1,0 +1,23 @@
+import { Module } from '@nestjs/common';
+import { AppConfig } from '../../config/app-config';
+import { LocalSandboxProvider } from './local/local-sandbox.provider';
+import { assertModalConfigured } from './modal/modal-client';
+import { ModalSandboxProvider } from './modal/modal-sandbox.provider';
+import { SandboxProvider } from './sandbox-provider';
+
+/** The one place the sandbox engine is chosen (SANDBOX_PROVIDER); start-up fails when it cannot work. */
+export function createSandboxProvider(config: AppConfig): SandboxProvider {
+  if (config.sandbox.provider === 'modal') {
+    assertModalConfigured(config);
+    return new ModalSandboxProvider(config);
+  }
+  const local = new LocalSandboxProvider(config);
+  local.assertReady();
+  return local;
+}
+
+@Module({
+  providers: [{ provide: SandboxProvider, useFactory: createSandboxProvider, inject: [AppConfig] }],
+  exports: [SandboxProvider],
+})
+export class SandboxProviderModule {}

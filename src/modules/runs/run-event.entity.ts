@@ -1,0 +1,28 @@
+import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryColumn, type Relation } from 'typeorm';
+import { Run } from './run.entity';
+
+export const RUN_EVENT_TYPES = ['system', 'assistant', 'user', 'stream_event', 'result', 'output', 'stderr', 'error', 'done'] as const;
+export type RunEventType = (typeof RUN_EVENT_TYPES)[number];
+
+/** Every event of a run, in order; the stream's replay reads from here. */
+@Entity({ name: 'run_event' })
+export class RunEvent {
+  @PrimaryColumn({ type: 'uuid', primaryKeyConstraintName: 'pk_run_event' })
+  runId: string;
+
+  @PrimaryColumn({ type: 'integer', primaryKeyConstraintName: 'pk_run_event' })
+  seq: number;
+
+  @ManyToOne(() => Run, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'run_id', foreignKeyConstraintName: 'fk_run_event_run' })
+  run?: Relation<Run>;
+
+  @Column({ type: 'varchar', length: 32 })
+  type: RunEventType;
+
+  @Column({ type: 'jsonb' })
+  data: unknown;
+
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+}

@@ -1,0 +1,122 @@
+import { Body, Controller, Get, Headers, HttpCode, HttpStatus, MessageEvent, Param, ParseUUIDPipe, Post, Query, Res, Sse } from '@nestjs/common';
+import { ApiAcceptedResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiProduces, ApiQuery, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { interval, map, merge, Observable } from 'rxjs';
+import { AppConfig } from '../../config/app-config';
+import { ApiEnvelope } from '../../common/api-envelope.decorator';
+import { RawResponse } from '../../common/response-envelope.interceptor';
+import { Authenticated } from '../auth/auth-policy.decorator';
+import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
+import { CreateRunDto, RunCreatedResponse, RunResponse } from './run.dto';
+import { RunEventLog, StoredEvent } from './run-event-log';
+import { RunsService } from './runs.service';
+import { InvalidInputError } from '../../common/domain-error';
+
+const CLAUDE_LINE_TYPES = new Set(['system', 'assistant', 'user', 'stream_event', 'result']);
+
+@ApiTags('runs')
+@Controller('api/sandboxes/:id')
+@Authenticated()
+@ApiNotFoundResponse({ description: 'No such sandbox or run in your account' })
+export class RunsController {
+  constructor(
+    private readonly runs: RunsService,
+    private readonly events: RunEventLog,
+    private readonly config: AppConfig,
+  ) {}
+
+  @Post('runs')
+  @HttpCode(HttpStatus.ACCEPTED)
+  @ApiOperation({ operationId: 'createRun', summary: 'Run Claude Code in the sandbox; follow it with the events stream' })
+  @ApiEnvelope(RunCreatedResponse, { status: HttpStatus.ACCEPTED })
+  @ApiConflictResponse({ description: 'A run is already active in this sandbox, or the sandbox is not running' })
+  @ApiServiceUnavailableResponse({ description: 'No model credentials are configured' })
+  async create(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Body() dto: CreateRunDto): Promise<RunCreatedResponse> {
+    const run = await this.runs.start(user.accountId, user.id, sandboxId, dto);
+    return { run_id: run.id, status: run.status };
+  }
+
+  @Get('runs')
+  @ApiOperation({ operationId: 'listRuns', summary: 'Run history of the sandbox, newest first' })
+  @ApiEnvelope(RunResponse, { isArray: true })
+  async list(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string): Promise<RunResponse[]> {
+    return (await this.runs.list(user.accountId, sandboxId)).map(RunResponse.from);
+  }
+
+  @Get('runs/:run_id')
+  @ApiOperation({ operationId: 'getRun', summary: 'One run with its outcome, cost and usage' })
+  @ApiEnvelope(RunResponse)
+  async get(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Param('run_id', new ParseUUIDPipe()) runId: string): Promise<RunResponse> {
+    return RunResponse.from(await this.runs.get(user.accountId, sandboxId, runId));
+  }
+
+  @Post('runs/:run_id/cancel')
+  @HttpCode(HttpStatus.OK)
+  @ApiOperation({ operationId: 'cancelRun', summary: 'Kill the Claude process of an active run (status cancelled)' })
+  @ApiEnvelope(RunResponse)
+  async cancel(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Param('run_id', new ParseUUIDPipe()) runId: string): Promise<RunResponse> {
+    return RunResponse.from(await this.runs.cancel(user.accountId, sandboxId, runId));
+  }
+
+  @Sse('runs/:run_id/events')
+  @RawResponse()
+  @ApiOperation({ operationId: 'streamRunEvents', summary: 'Server-Sent Events of the run: replay after Last-Event-ID (or ?after=), then live, ending with done' })
+  @ApiProduces('text/event-stream')
+  @ApiQuery({ name: 'after', required: false, description: 'Replay events with a sequence number above this one' })
+  async stream(
+    @CurrentUser() user: AuthenticatedUser,
+    @Param('id', new ParseUUIDPipe()) sandboxId: string,
+    @Param('run_id', new ParseUUIDPipe()) runId: string,
+    @Headers('last-event-id') lastEventId?: string,
+    @Query('after') after?: string,
+  ): Promise<Observable<MessageEvent>> {
+    await this.runs.get(user.accountId, sandboxId, runId);
+    const events = this.events.follow(runId, parseSeq(lastEventId ?? after)).pipe(map(toMessageEvent));
+    const heartbeat = interval(this.config.claude.sseHeartbeatSeconds * 1000).pipe(map((): MessageEvent => ({ comment: 'ping' }) as unknown as MessageEvent));
+    return new Observable<MessageEvent>((subscriber) => {
+      const beats = heartbeat.subscribe(subscriber);
+      const inner = events.subscribe({ next: (event) => subscriber.next(event), error: (error) => subscriber.error(error), complete: () => subscriber.complete() });
+      return () => {
+        beats.unsubscribe();
+        inner.unsubscribe();
+      };
+    });
+  }
+
+  @Post('claude')
+  @RawResponse()
+  @ApiOperation({ operationId: 'runClaudeStreaming', summary: 'Seed-compatible: run Claude and stream each stream-json line as `data:`, then `data: [DONE]`' })
+  @ApiProduces('text/event-stream')
+  @ApiAcceptedResponse({ description: 'text/event-stream of stream-json lines' })
+  async claude(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Body() dto: CreateRunDto, @Res() response: Response): Promise<void> {
+    const run = await this.runs.start(user.accountId, user.id, sandboxId, dto);
+    response.status(HttpStatus.OK).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no', 'X-Run-Id': run.id });
+    response.flushHeaders();
+    const subscription = this.events.follow(run.id, 0).subscribe({
+      next: (event) => {
+        const line = seedLineOf(event);
+        if (line !== undefined) response.write(`data: ${line}\n\n`);
+      },
+      complete: () => response.end('data: [DONE]\n\n'),
+      error: () => response.end('data: [DONE]\n\n'),
+    });
+    response.on('close', () => subscription.unsubscribe());
+  }
+}
+
+function toMessageEvent(event: StoredEvent): MessageEvent {
+  return { id: String(event.seq), type: event.type, data: event.data as object };
+}
+
+/** The stdout line of the Claude process behind an event, as the seed API streamed it. */
+function seedLineOf(event: StoredEvent): string | undefined {
+  if (CLAUDE_LINE_TYPES.has(event.type)) return JSON.stringify(event.data);
+  if (event.type === 'output') return (event.data as { line: string }).line;
+  return undefined;
+}
+
+function parseSeq(value: string | undefined): number {
+  if (value === undefined || value === '') return 0;
+  if (!/^\d{1,9}$/.test(value)) throw new InvalidInputError('Last-Event-ID / after must be an event sequence number');
+  return Number(value);
+}

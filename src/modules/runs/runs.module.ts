@@ -1,0 +1,17 @@
+import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { ClaudeCliProvider, ClaudeProvider } from '../../integrations/claude/claude.provider';
+import { SandboxesModule } from '../sandboxes/sandboxes.module';
+import { Run } from './run.entity';
+import { RunEvent } from './run-event.entity';
+import { RunEventLog } from './run-event-log';
+import { RunExecutor } from './run-executor';
+import { RunsController } from './runs.controller';
+import { RunsService } from './runs.service';
+
+@Module({
+  imports: [TypeOrmModule.forFeature([Run, RunEvent]), SandboxesModule],
+  controllers: [RunsController],
+  providers: [RunsService, RunExecutor, RunEventLog, { provide: ClaudeProvider, useClass: ClaudeCliProvider }],
+})
+export class RunsModule {}

@@ -1,0 +1,119 @@
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { In, Repository } from 'typeorm';
+import { AppConfig } from '../../config/app-config';
+import { InvalidInputError } from '../../common/domain-error';
+import { ClaudeProvider } from '../../integrations/claude/claude.provider';
+import { SandboxesService } from '../sandboxes/sandboxes.service';
+import { CreateRunDto } from './run.dto';
+import { ACTIVE_RUN_STATUSES, Run } from './run.entity';
+import { RunEventLog } from './run-event-log';
+import { doneEventOf, RunExecutor } from './run-executor';
+import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
+
+const UNIQUE_VIOLATION = '23505';
+
+@Injectable()
+export class RunsService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(RunsService.name);
+
+  constructor(
+    @InjectRepository(Run) private readonly runs: Repository<Run>,
+    private readonly sandboxes: SandboxesService,
+    private readonly executor: RunExecutor,
+    private readonly events: RunEventLog,
+    private readonly claude: ClaudeProvider,
+    private readonly config: AppConfig,
+  ) {}
+
+  /** Runs that were active when the service stopped are interrupted; their streams end with done. */
+  async onApplicationBootstrap(): Promise<void> {
+    const orphaned = await this.runs.findBy({ status: In(ACTIVE_RUN_STATUSES) });
+    for (const run of orphaned) {
+      Object.assign(run, { status: 'interrupted', finishedAt: new Date(), error: 'The service restarted while this run was active' });
+      await this.runs.save(run);
+      this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
+      await this.events.append(run.id, 'done', doneEventOf(run));
+      await this.events.close(run.id);
+      this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.executor.onShutdown();
+  }
+
+  async start(accountId: string, userId: string, sandboxId: string, dto: CreateRunDto): Promise<Run> {
+    if (!this.claude.isConfigured()) throw new ModelNotConfiguredError(this.claude.missingCredentialsMessage());
+    if (dto.prompt.length > this.config.claude.maxPromptChars) throw new InvalidInputError(`prompt must be at most ${this.config.claude.maxPromptChars} characters`);
+    const sandbox = await this.sandboxes.requireRunning(accountId, sandboxId);
+    const resumedSessionId = dto.resume === false ? null : await this.lastSessionOnVolume(accountId, sandbox.config.volume_name);
+    let run: Run;
+    try {
+      run = await this.runs.save(
+        this.runs.create({
+          sandboxId,
+          accountId,
+          createdBy: userId,
+          prompt: dto.prompt,
+          status: 'queued',
+          sessionId: resumedSessionId,
+          options: {
+            resume: dto.resume !== false,
+            model: dto.model ?? null,
+            max_turns: dto.max_turns ?? null,
+            allowed_tools: dto.allowed_tools ?? [],
+            disallowed_tools: dto.disallowed_tools ?? [],
+            append_system_prompt: dto.append_system_prompt ?? null,
+            include_partial_messages: dto.include_partial_messages ?? false,
+            timeout_seconds: dto.timeout_seconds ?? this.config.claude.defaultTimeoutSeconds,
+            resumed_session_id: resumedSessionId,
+          },
+        }),
+      );
+    } catch (error) {
+      if ((error as { code?: string }).code === UNIQUE_VIOLATION) throw new RunAlreadyActiveError((await this.activeRun(sandboxId))?.id ?? 'unknown');
+      throw error;
+    }
+    this.logger.log({ run_id: run.id, sandbox_id: sandboxId }, 'run created');
+    await this.sandboxes.touch(sandboxId);
+    this.executor.start(run, { providerSandboxId: sandbox.providerSandboxId, workdir: sandbox.config.workdir, volumeMountPath: sandbox.config.volume_mount_path });
+    return run;
+  }
+
+  async list(accountId: string, sandboxId: string): Promise<Run[]> {
+    await this.sandboxes.findOwned(accountId, sandboxId);
+    return this.runs.find({ where: { sandboxId, accountId }, order: { createdAt: 'DESC' } });
+  }
+
+  async get(accountId: string, sandboxId: string, runId: string): Promise<Run> {
+    const run = await this.runs.findOneBy({ id: runId, sandboxId, accountId });
+    if (!run) throw new RunNotFoundError();
+    return run;
+  }
+
+  async cancel(accountId: string, sandboxId: string, runId: string): Promise<Run> {
+    const run = await this.get(accountId, sandboxId, runId);
+    if (ACTIVE_RUN_STATUSES.includes(run.status)) await this.executor.cancel(run.id);
+    return this.get(accountId, sandboxId, runId);
+  }
+
+  private activeRun(sandboxId: string): Promise<Run | null> {
+    return this.runs.findOneBy({ sandboxId, status: In(ACTIVE_RUN_STATUSES) });
+  }
+
+  /** The conversation to continue: the latest session on this account's volume, whatever sandbox ran it. */
+  private async lastSessionOnVolume(accountId: string, volumeName: string): Promise<string | null> {
+    const row = await this.runs
+      .createQueryBuilder('run')
+      .innerJoin('run.sandbox', 'sandbox')
+      .where('run.account_id = :accountId', { accountId })
+      .andWhere("sandbox.config ->> 'volume_name' = :volumeName", { volumeName })
+      .andWhere('sandbox.provider = :provider', { provider: this.sandboxes.providerKind })
+      .andWhere('run.session_id IS NOT NULL')
+      .andWhere("run.status IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')")
+      .orderBy('run.created_at', 'DESC')
+      .getOne();
+    return row?.sessionId ?? null;
+  }
+}

@@ -1,0 +1,118 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min, MinLength } from 'class-validator';
+import { IsEnvMap, IsSafeAbsolutePath } from '../../common/validators';
+import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.entity';
+
+export const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+export const S3_BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const ENV_LIMITS = { maxEntries: 128, maxBytes: 32 * 1024 };
+
+export class CreateSandboxDto {
+  @ApiPropertyOptional({ description: 'Image: omitted or "host" = the host system view (local) / the default image (Modal); a directory name under IMAGES_DIR (local); a registry reference (Modal)', example: 'host' })
+  @IsOptional() @IsString() @MinLength(1) @MaxLength(255)
+  image_base?: string;
+
+  @ApiPropertyOptional({ type: [String], description: 'Dockerfile lines; ENV, WORKDIR and RUN are supported', example: ['RUN echo hello > /usr/local/hello'] })
+  @IsOptional() @IsArray() @ArrayMaxSize(100) @IsString({ each: true }) @MaxLength(8192, { each: true })
+  dockerfile_commands?: string[];
+
+  @ApiPropertyOptional({ default: 'default', pattern: VOLUME_NAME.source, description: 'Named volume of your account, shared by every sandbox that names it' })
+  @IsOptional() @IsString() @Matches(VOLUME_NAME, { message: 'volume_name must be 1-63 letters, digits, "-" or "_", starting with a letter or digit (no "/" or "..")' })
+  volume_name?: string;
+
+  @ApiPropertyOptional({ default: '/mnt/workspace' })
+  @IsOptional() @IsSafeAbsolutePath()
+  volume_mount_path?: string;
+
+  @ApiPropertyOptional({ description: 'Working directory of commands; default the volume mount path' })
+  @IsOptional() @IsSafeAbsolutePath({ allowRoot: true })
+  workdir?: string;
+
+  @ApiPropertyOptional({ type: 'object', additionalProperties: { type: 'string' }, example: { NODE_ENV: 'development' } })
+  @IsOptional() @IsEnvMap(ENV_LIMITS)
+  env?: Record<string, string>;
+
+  @ApiPropertyOptional({ type: [String], description: 'Names of secrets configured in SECRETS_FILE; their values become environment variables' })
+  @IsOptional() @IsArray() @ArrayMaxSize(32) @IsString({ each: true }) @Matches(/^[A-Za-z0-9_.-]{1,64}$/, { each: true, message: 'secrets must be secret names (letters, digits, ".", "-", "_")' })
+  secrets?: string[];
+
+  @ApiPropertyOptional({ enum: ['open', 'none'], default: 'open' })
+  @IsOptional() @IsIn(['open', 'none'])
+  network?: 'open' | 'none';
+
+  @ApiPropertyOptional({ description: 'Maximum lifetime in seconds; default and cap are configured by the operator' })
+  @IsOptional() @IsInt() @Min(10)
+  timeout_seconds?: number;
+
+  @ApiPropertyOptional({ description: 'Terminate after this many seconds without activity' })
+  @IsOptional() @IsInt() @Min(10)
+  idle_timeout_seconds?: number;
+
+  @ApiPropertyOptional({ description: 'Bucket for workspace snapshots; must be allowed by STORAGE_ALLOWED_BUCKETS' })
+  @IsOptional() @IsString() @Matches(S3_BUCKET_NAME, { message: 's3_bucket_name must be a valid bucket name' })
+  s3_bucket_name?: string;
+
+  @ApiPropertyOptional({ description: 'Key prefix inside the bucket; the account id is appended by the service', example: 'projects/demo/' })
+  @IsOptional() @IsString() @MaxLength(512)
+  s3_key_prefix?: string;
+
+  @ApiPropertyOptional({ description: 'Restore the latest (or snapshot_version) workspace snapshot into the volume before start' })
+  @IsOptional() @IsBoolean()
+  init_from_s3?: boolean;
+
+  @ApiPropertyOptional({ description: 'With init_from_s3: the version to restore instead of the latest' })
+  @IsOptional() @IsInt() @Min(1)
+  snapshot_version?: number;
+}
+
+export class ListSandboxesQuery {
+  @ApiPropertyOptional({ enum: SANDBOX_STATUSES })
+  @IsOptional() @IsIn(SANDBOX_STATUSES)
+  status?: SandboxStatus;
+
+  @ApiPropertyOptional({ minimum: 1, maximum: 100, default: 20 })
+  @IsOptional() @Type(() => Number) @IsInt() @Min(1) @Max(100)
+  limit?: number;
+
+  @ApiPropertyOptional({ description: 'next_cursor from the previous page' })
+  @IsOptional() @IsString() @MaxLength(200)
+  cursor?: string;
+}
+
+export class TerminateSandboxQuery {
+  @ApiPropertyOptional({ description: 'Snapshot the workspace first when storage is configured (default true)', default: true })
+  @IsOptional() @IsIn(['true', 'false'])
+  sync?: 'true' | 'false';
+
+  @ApiPropertyOptional({ description: 'Terminate even if the final snapshot fails', default: false })
+  @IsOptional() @IsIn(['true', 'false'])
+  force?: 'true' | 'false';
+}
+
+export class ExecDto {
+  @ApiProperty({ type: [String], example: ['ls', '-la'], description: 'argv; never interpreted by a shell unless you run one' })
+  @IsArray() @ArrayMinSize(1) @ArrayMaxSize(1024) @IsString({ each: true })
+  command: string[];
+
+  @ApiPropertyOptional()
+  @IsOptional() @IsSafeAbsolutePath({ allowRoot: true })
+  workdir?: string;
+
+  @ApiPropertyOptional({ type: 'object', additionalProperties: { type: 'string' } })
+  @IsOptional() @IsEnvMap(ENV_LIMITS)
+  env?: Record<string, string>;
+
+  @ApiPropertyOptional({ minimum: 1, maximum: 3600 })
+  @IsOptional() @IsInt() @Min(1) @Max(3600)
+  timeout_seconds?: number;
+}
+
+export class ExecResponse {
+  @ApiProperty() exit_code: number;
+  @ApiProperty() stdout: string;
+  @ApiProperty() stderr: string;
+  @ApiProperty() duration_ms: number;
+  @ApiProperty({ description: 'Output beyond the per-exec cap was dropped' }) truncated: boolean;
+  @ApiProperty() timed_out: boolean;
+}

@@ -1,0 +1,72 @@
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
+import { Account } from '../users/account.entity';
+import type { EnforcedLimits } from '../../integrations/sandbox/sandbox-provider';
+
+export const SANDBOX_STATUSES = ['creating', 'running', 'terminating', 'terminated', 'error'] as const;
+export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+
+/** What the user asked for, as stored: secret names only, never values. */
+export interface SandboxConfig {
+  image_base: string | null;
+  dockerfile_commands: string[];
+  volume_name: string;
+  volume_mount_path: string;
+  workdir: string;
+  env: Record<string, string>;
+  secrets: string[];
+  network: 'open' | 'none';
+  timeout_seconds: number;
+  idle_timeout_seconds: number | null;
+  s3_bucket_name: string | null;
+  s3_key_prefix: string;
+  init_from_s3: boolean;
+  snapshot_version: number | null;
+}
+
+@Entity({ name: 'sandbox' })
+@Index('ix_sandbox_account_id_created_at', ['accountId', 'createdAt'])
+@Index('ix_sandbox_status', ['status'])
+export class Sandbox {
+  @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_sandbox' })
+  id: string;
+
+  @Column({ type: 'uuid' })
+  accountId: string;
+
+  @ManyToOne(() => Account, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'account_id', foreignKeyConstraintName: 'fk_sandbox_account' })
+  account?: Relation<Account>;
+
+  @Column({ type: 'uuid' })
+  createdBy: string;
+
+  @Column({ type: 'varchar', length: 16 })
+  provider: 'local' | 'modal';
+
+  @Column({ type: 'varchar', length: 128, nullable: true })
+  providerSandboxId: string | null;
+
+  @Column({ type: 'varchar', length: 16 })
+  status: SandboxStatus;
+
+  @Column({ type: 'jsonb' })
+  config: SandboxConfig;
+
+  @Column({ type: 'jsonb', nullable: true })
+  limits: EnforcedLimits | null;
+
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+
+  @Column({ type: 'timestamptz', nullable: true })
+  terminatedAt: Date | null;
+
+  @Column({ type: 'timestamptz' })
+  lastActivityAt: Date;
+
+  @Column({ type: 'varchar', length: 64, nullable: true })
+  exitReason: string | null;
+
+  @Column({ type: 'text', nullable: true })
+  error: string | null;
+}

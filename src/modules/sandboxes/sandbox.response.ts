@@ -1,0 +1,56 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { SANDBOX_STATUSES, Sandbox, type SandboxStatus } from './sandbox.entity';
+
+export class SandboxResponse {
+  @ApiProperty({ format: 'uuid' }) sandbox_id: string;
+  @ApiProperty({ enum: SANDBOX_STATUSES }) status: SandboxStatus;
+  @ApiProperty({ enum: ['local', 'modal'] }) provider: string;
+  @ApiProperty({ nullable: true, type: String }) image_base: string | null;
+  @ApiProperty({ type: [String] }) dockerfile_commands: string[];
+  @ApiProperty() volume_name: string;
+  @ApiProperty() volume_mount_path: string;
+  @ApiProperty() workdir: string;
+  @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } }) env: Record<string, string>;
+  @ApiProperty({ type: [String], description: 'Secret names (values are never returned)' }) secrets: string[];
+  @ApiProperty({ enum: ['open', 'none'] }) network: string;
+  @ApiProperty() timeout_seconds: number;
+  @ApiProperty({ nullable: true, type: Number }) idle_timeout_seconds: number | null;
+  @ApiProperty({ nullable: true, type: String }) s3_bucket_name: string | null;
+  @ApiProperty() s3_key_prefix: string;
+  @ApiProperty() init_from_s3: boolean;
+  @ApiPropertyOptional({ description: 'Limits the engine actually enforces (null = not enforced)', type: 'object', additionalProperties: true, nullable: true })
+  limits: Record<string, number | null> | null;
+  @ApiProperty() created_at: string;
+  @ApiProperty({ nullable: true, type: String }) terminated_at: string | null;
+  @ApiProperty() last_activity_at: string;
+  @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout, idle_timeout, service_restarted, crashed, …' }) exit_reason: string | null;
+  @ApiProperty({ nullable: true, type: String }) error: string | null;
+
+  static from(sandbox: Sandbox): SandboxResponse {
+    const { config } = sandbox;
+    return {
+      sandbox_id: sandbox.id,
+      status: sandbox.status,
+      provider: sandbox.provider,
+      image_base: config.image_base,
+      dockerfile_commands: config.dockerfile_commands,
+      volume_name: config.volume_name,
+      volume_mount_path: config.volume_mount_path,
+      workdir: config.workdir,
+      env: config.env,
+      secrets: config.secrets,
+      network: config.network,
+      timeout_seconds: config.timeout_seconds,
+      idle_timeout_seconds: config.idle_timeout_seconds,
+      s3_bucket_name: config.s3_bucket_name,
+      s3_key_prefix: config.s3_key_prefix,
+      init_from_s3: config.init_from_s3,
+      limits: sandbox.limits as unknown as Record<string, number | null> | null,
+      created_at: sandbox.createdAt.toISOString(),
+      terminated_at: sandbox.terminatedAt?.toISOString() ?? null,
+      last_activity_at: sandbox.lastActivityAt.toISOString(),
+      exit_reason: sandbox.exitReason,
+      error: sandbox.error,
+    };
+  }
+}

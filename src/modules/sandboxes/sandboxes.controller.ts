@@ -1,0 +1,59 @@
+import { Body, Controller, Delete, Get, HttpCode, HttpStatus, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { ApiBadGatewayResponse, ApiBadRequestResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiTags, ApiUnprocessableEntityResponse } from '@nestjs/swagger';
+import { ApiEnvelope } from '../../common/api-envelope.decorator';
+import { Paginated } from '../../common/response-envelope.interceptor';
+import { Authenticated } from '../auth/auth-policy.decorator';
+import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
+import { CreateSandboxDto, ExecDto, ExecResponse, ListSandboxesQuery, TerminateSandboxQuery } from './sandbox.dto';
+import { SandboxResponse } from './sandbox.response';
+import { SandboxesService } from './sandboxes.service';
+
+@ApiTags('sandboxes')
+@Controller('api/sandboxes')
+@Authenticated()
+@ApiNotFoundResponse({ description: 'No such sandbox in your account' })
+export class SandboxesController {
+  constructor(private readonly sandboxes: SandboxesService) {}
+
+  @Post()
+  @ApiOperation({ operationId: 'createSandbox', summary: 'Create a sandbox; answers once it is running (image steps and restore done)' })
+  @ApiEnvelope(SandboxResponse, { status: HttpStatus.CREATED })
+  @ApiBadRequestResponse({ description: 'Invalid field (named in the message), unknown secret, unsupported Dockerfile instruction' })
+  @ApiUnprocessableEntityResponse({ description: 'Image not usable by this engine, or a Dockerfile step failed (named, with its output tail)' })
+  async create(@CurrentUser() user: AuthenticatedUser, @Body() dto: CreateSandboxDto): Promise<SandboxResponse> {
+    return SandboxResponse.from(await this.sandboxes.create(user.accountId, user.id, dto));
+  }
+
+  @Get()
+  @ApiOperation({ operationId: 'listSandboxes', summary: "Your account's sandboxes, newest first, paginated with next_cursor" })
+  @ApiEnvelope(SandboxResponse, { isArray: true })
+  async list(@CurrentUser() user: AuthenticatedUser, @Query() query: ListSandboxesQuery): Promise<Paginated<SandboxResponse>> {
+    const page = await this.sandboxes.list(user.accountId, query);
+    return new Paginated(page.items.map(SandboxResponse.from), page.nextCursor);
+  }
+
+  @Get(':id')
+  @ApiOperation({ operationId: 'getSandbox', summary: 'A sandbox with its current status (checked with the engine)' })
+  @ApiEnvelope(SandboxResponse)
+  async get(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string): Promise<SandboxResponse> {
+    return SandboxResponse.from(await this.sandboxes.get(user.accountId, id));
+  }
+
+  @Delete(':id')
+  @ApiOperation({ operationId: 'terminateSandbox', summary: 'Terminate (idempotent); snapshots the workspace first when the sandbox has a bucket, unless sync=false' })
+  @ApiEnvelope(SandboxResponse)
+  @ApiBadGatewayResponse({ description: 'The final snapshot failed; the sandbox is still running (retry, or force=true)' })
+  async terminate(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Query() query: TerminateSandboxQuery): Promise<SandboxResponse> {
+    const { sandbox } = await this.sandboxes.terminate(user.accountId, id, { sync: query.sync !== 'false', force: query.force === 'true' });
+    return SandboxResponse.from(sandbox);
+  }
+
+  @Post(':id/exec')
+  @HttpCode(HttpStatus.OK)
+  @ApiOperation({ operationId: 'execInSandbox', summary: 'Run an argv in the sandbox and return its exit code and (capped) output' })
+  @ApiEnvelope(ExecResponse)
+  @ApiConflictResponse({ description: 'The sandbox is not running' })
+  exec(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Body() dto: ExecDto): Promise<ExecResponse> {
+    return this.sandboxes.exec(user.accountId, id, dto);
+  }
+}

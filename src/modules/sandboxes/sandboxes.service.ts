@@ -1,0 +1,271 @@
+import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { In, LessThan, Repository } from 'typeorm';
+import { AppConfig } from '../../config/app-config';
+import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
+import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
+import { DomainError, InvalidInputError } from '../../common/domain-error';
+import { assertSafeKeyPrefix } from '../snapshots/manifest';
+import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
+import { CappedOutput } from './exec-output';
+import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';
+import { Sandbox, SandboxConfig, SandboxStatus } from './sandbox.entity';
+import { hasStorageConfigured, snapshotLocationOf } from './sandbox-storage';
+import { SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
+import { SecretsStore } from './secrets.store';
+
+export const DEFAULT_VOLUME_NAME = 'default';
+export const DEFAULT_MOUNT_PATH = '/mnt/workspace';
+const ACTIVE: SandboxStatus[] = ['creating', 'running', 'terminating'];
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+@Injectable()
+export class SandboxesService implements OnApplicationBootstrap {
+  private readonly logger = new Logger(SandboxesService.name);
+
+  constructor(
+    @InjectRepository(Sandbox) private readonly sandboxes: Repository<Sandbox>,
+    private readonly provider: SandboxProvider,
+    private readonly secrets: SecretsStore,
+    private readonly snapshots: SnapshotEngine,
+    private readonly config: AppConfig,
+  ) {}
+
+  /** After a restart: re-attach what still runs, record the rest as ended by the restart. */
+  async onApplicationBootstrap(): Promise<void> {
+    const active = await this.sandboxes.findBy({ status: In(ACTIVE) });
+    for (const sandbox of active) {
+      const alive = sandbox.providerSandboxId !== null && (await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox)).catch(() => false));
+      if (alive) {
+        this.logger.log({ sandbox_id: sandbox.id }, 'sandbox re-attached after restart');
+        continue;
+      }
+      await this.markEnded(sandbox, 'terminated', 'service_restarted');
+    }
+  }
+
+  async create(accountId: string, userId: string, dto: CreateSandboxDto): Promise<Sandbox> {
+    const config = this.normalize(dto);
+    const secrets = this.secrets.resolve(config.secrets);
+    const sandbox = await this.sandboxes.save(
+      this.sandboxes.create({ accountId, createdBy: userId, provider: this.provider.kind, providerSandboxId: null, status: 'creating', config, limits: null, lastActivityAt: new Date(), terminatedAt: null, exitReason: null, error: null }),
+    );
+    this.logger.log({ sandbox_id: sandbox.id, account_id: accountId, provider: sandbox.provider }, 'sandbox creating');
+    try {
+      await this.provider.ensureApp(accountId);
+      await this.provider.ensureVolume(accountId, config.volume_name);
+      if (config.init_from_s3) await this.restoreWorkspace(sandbox);
+      const handle = await this.provider.create({ ...this.specOf(sandbox), secrets });
+      Object.assign(sandbox, { providerSandboxId: handle.providerSandboxId, limits: handle.limits, status: 'running' as const });
+      await this.sandboxes.save(sandbox);
+      this.logger.log({ sandbox_id: sandbox.id, provider_sandbox_id: handle.providerSandboxId }, 'sandbox running');
+      return sandbox;
+    } catch (error) {
+      await this.markEnded(sandbox, 'error', 'creation_failed', describe(error));
+      throw error;
+    }
+  }
+
+  get providerKind(): string {
+    return this.provider.kind;
+  }
+
+  async list(accountId: string, query: { status?: SandboxStatus; limit?: number; cursor?: string }): Promise<Page<Sandbox>> {
+    const limit = query.limit ?? 20;
+    const builder = this.sandboxes
+      .createQueryBuilder('sandbox')
+      .where('sandbox.account_id = :accountId', { accountId })
+      .orderBy('sandbox.created_at', 'DESC')
+      .addOrderBy('sandbox.id', 'DESC')
+      .take(limit + 1);
+    if (query.status) builder.andWhere('sandbox.status = :status', { status: query.status });
+    if (query.cursor) {
+      const { createdAt, id } = decodeCursor(query.cursor);
+      builder.andWhere('(sandbox.created_at, sandbox.id) < (:createdAt, :id)', { createdAt, id });
+    }
+    const rows = await builder.getMany();
+    const items = await Promise.all(rows.slice(0, limit).map((sandbox) => this.refresh(sandbox)));
+    const last = items[items.length - 1];
+    return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
+  }
+
+  /** The caller's sandbox with its status checked against the engine; another account's is a 404. */
+  async get(accountId: string, id: string): Promise<Sandbox> {
+    return this.refresh(await this.findOwned(accountId, id));
+  }
+
+  async findOwned(accountId: string, id: string): Promise<Sandbox> {
+    const sandbox = await this.sandboxes.findOneBy({ id, accountId });
+    if (!sandbox) throw new SandboxNotFoundError();
+    return sandbox;
+  }
+
+  /** The sandbox, which must be running now (status re-checked with the engine). */
+  async requireRunning(accountId: string, id: string): Promise<Sandbox & { providerSandboxId: string }> {
+    const sandbox = await this.get(accountId, id);
+    if (sandbox.status !== 'running' || !sandbox.providerSandboxId) throw new SandboxNotRunningError(sandbox.status);
+    return sandbox as Sandbox & { providerSandboxId: string };
+  }
+
+  async terminate(accountId: string, id: string, options: { sync: boolean; force: boolean }): Promise<{ sandbox: Sandbox; snapshot: SnapshotStats | null }> {
+    const sandbox = await this.get(accountId, id);
+    if (!ACTIVE.includes(sandbox.status)) return { sandbox, snapshot: null };
+    let snapshot: SnapshotStats | null = null;
+    if (options.sync && hasStorageConfigured(sandbox) && sandbox.status === 'running') {
+      try {
+        snapshot = await this.snapshotWorkspace(sandbox);
+      } catch (error) {
+        if (!options.force) throw error;
+        this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'final snapshot failed; terminating anyway (force)');
+      }
+    }
+    if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId);
+    await this.markEnded(sandbox, 'terminated', 'terminated_by_user');
+    return { sandbox, snapshot };
+  }
+
+  async exec(accountId: string, id: string, dto: ExecDto): Promise<ExecResponse> {
+    const sandbox = await this.requireRunning(accountId, id);
+    const startedAt = Date.now();
+    const process = await this.provider.exec(sandbox.providerSandboxId, {
+      argv: dto.command,
+      env: dto.env,
+      workdir: dto.workdir,
+      timeoutSeconds: dto.timeout_seconds ?? this.config.sandbox.execDefaultTimeoutSeconds,
+    });
+    const cap = this.config.sandbox.execOutputLimitBytes;
+    const stdout = new CappedOutput(cap);
+    const stderr = new CappedOutput(cap);
+    const [exit] = await Promise.all([process.wait(), stdout.collect(process.stdout), stderr.collect(process.stderr)]);
+    await this.touch(sandbox.id);
+    return {
+      exit_code: exit.exitCode,
+      stdout: stdout.text(),
+      stderr: stderr.text(),
+      duration_ms: Date.now() - startedAt,
+      truncated: stdout.truncated || stderr.truncated,
+      timed_out: exit.timedOut,
+    };
+  }
+
+  /** Files of the sandbox's volume (through the engine; Modal needs the sandbox running). */
+  volumeOf(sandbox: Sandbox): VolumeAccess {
+    return this.provider.volume(sandbox.accountId, sandbox.config.volume_name, sandbox.providerSandboxId ?? undefined);
+  }
+
+  async snapshotWorkspace(sandbox: Sandbox): Promise<SnapshotStats> {
+    const stats = await this.snapshots.snapshot(this.volumeOf(sandbox), snapshotLocationOf(sandbox, this.config.storage.defaultBucket));
+    this.logger.log({ sandbox_id: sandbox.id, version: stats.version, files: stats.files, bytes_uploaded: stats.bytes_uploaded }, 'workspace snapshot committed');
+    return stats;
+  }
+
+  touch(id: string): Promise<unknown> {
+    return this.sandboxes.update({ id }, { lastActivityAt: new Date() });
+  }
+
+  /** Ends sandboxes idle for longer than their idle timeout; called periodically. */
+  async terminateIdle(now = new Date()): Promise<void> {
+    const running = await this.sandboxes.findBy({ status: 'running', lastActivityAt: LessThan(now) });
+    for (const sandbox of running) {
+      const idle = sandbox.config.idle_timeout_seconds;
+      if (!idle || now.getTime() - sandbox.lastActivityAt.getTime() < idle * 1000) continue;
+      if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch(() => undefined);
+      await this.markEnded(sandbox, 'terminated', 'idle_timeout');
+    }
+  }
+
+  private async restoreWorkspace(sandbox: Sandbox): Promise<void> {
+    const restored = await this.snapshots.restore(this.volumeOf(sandbox), snapshotLocationOf(sandbox, this.config.storage.defaultBucket), sandbox.config.snapshot_version ?? undefined);
+    this.logger.log({ sandbox_id: sandbox.id, version: restored?.version ?? null, files: restored?.files ?? 0 }, restored ? 'workspace restored' : 'no snapshot yet; volume left as it is');
+  }
+
+  private async refresh(sandbox: Sandbox): Promise<Sandbox> {
+    if (sandbox.status !== 'running' || !sandbox.providerSandboxId) return sandbox;
+    const state = await this.provider.status(sandbox.providerSandboxId).catch((error): SandboxState => ({ status: 'error', exitReason: `status_unavailable: ${describe(error)}` }));
+    if (state.status === 'running') return sandbox;
+    return this.markEnded(sandbox, state.status, state.exitReason);
+  }
+
+  private async markEnded(sandbox: Sandbox, status: 'terminated' | 'error', exitReason: string, error: string | null = null): Promise<Sandbox> {
+    Object.assign(sandbox, { status, exitReason, error, terminatedAt: new Date() });
+    await this.sandboxes.save(sandbox);
+    this.logger.log({ sandbox_id: sandbox.id, status, exit_reason: exitReason }, 'sandbox ended');
+    return sandbox;
+  }
+
+  private normalize(dto: CreateSandboxDto): SandboxConfig {
+    const { defaultTimeoutSeconds, maxTimeoutSeconds } = this.config.sandbox;
+    if (dto.timeout_seconds !== undefined && dto.timeout_seconds > maxTimeoutSeconds) throw new SandboxFieldError('timeout_seconds', `must not exceed ${maxTimeoutSeconds}`);
+    if (dto.idle_timeout_seconds !== undefined && dto.idle_timeout_seconds > maxTimeoutSeconds) throw new SandboxFieldError('idle_timeout_seconds', `must not exceed ${maxTimeoutSeconds}`);
+    parseDockerfileCommands(dto.dockerfile_commands ?? []);
+    if (dto.s3_bucket_name !== undefined && !this.config.storage.allowedBuckets.includes(dto.s3_bucket_name)) {
+      throw new SandboxFieldError('s3_bucket_name', 'is not an allowed bucket (STORAGE_ALLOWED_BUCKETS)');
+    }
+    const keyPrefix = dto.s3_key_prefix ?? '';
+    try {
+      assertSafeKeyPrefix(keyPrefix);
+    } catch (error) {
+      if (error instanceof InvalidInputError) throw new SandboxFieldError('s3_key_prefix', error.message);
+      throw error;
+    }
+    if (dto.snapshot_version !== undefined && !dto.init_from_s3) throw new SandboxFieldError('snapshot_version', 'requires init_from_s3: true');
+    const mountPath = dto.volume_mount_path ?? DEFAULT_MOUNT_PATH;
+    return {
+      image_base: dto.image_base ?? null,
+      dockerfile_commands: dto.dockerfile_commands ?? [],
+      volume_name: dto.volume_name ?? DEFAULT_VOLUME_NAME,
+      volume_mount_path: mountPath,
+      workdir: dto.workdir ?? mountPath,
+      env: dto.env ?? {},
+      secrets: dto.secrets ?? [],
+      network: dto.network ?? 'open',
+      timeout_seconds: dto.timeout_seconds ?? defaultTimeoutSeconds,
+      idle_timeout_seconds: dto.idle_timeout_seconds ?? null,
+      s3_bucket_name: dto.s3_bucket_name ?? null,
+      s3_key_prefix: keyPrefix,
+      init_from_s3: dto.init_from_s3 ?? false,
+      snapshot_version: dto.snapshot_version ?? null,
+    };
+  }
+
+  private specOf(sandbox: Sandbox): SandboxSpec {
+    const { config } = sandbox;
+    return {
+      sandboxId: sandbox.id,
+      accountId: sandbox.accountId,
+      imageBase: config.image_base ?? undefined,
+      dockerfileCommands: config.dockerfile_commands,
+      volumeName: config.volume_name,
+      volumeMountPath: config.volume_mount_path,
+      workdir: config.workdir,
+      env: config.env,
+      secrets: [],
+      network: config.network,
+      timeoutSeconds: config.timeout_seconds,
+      idleTimeoutSeconds: config.idle_timeout_seconds ?? undefined,
+      bucketMount: config.s3_bucket_name ? { bucket: config.s3_bucket_name, keyPrefix: `${config.s3_key_prefix}${sandbox.accountId}/`, readOnly: false } : undefined,
+    };
+  }
+}
+
+function encodeCursor(sandbox: Sandbox): string {
+  return Buffer.from(JSON.stringify([sandbox.createdAt.toISOString(), sandbox.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: string; id: string } {
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
+    if (Number.isNaN(Date.parse(createdAt)) || !/^[0-9a-f-]{36}$/.test(id)) throw new Error('bad cursor');
+    return { createdAt, id };
+  } catch {
+    throw new SandboxFieldError('cursor', 'is not a cursor returned by this API');
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof DomainError || error instanceof Error ? error.message : String(error);
+}
