@@ -41,11 +41,15 @@ function serveChatPage(app: NestExpressApplication): void {
 }
 
 function packageDir(name: string): string {
-  return dirname(require.resolve(`${name}/package.json`));
+  return nearestPackageDir(dirname(require.resolve(name)));
 }
 
 function projectRoot(): string {
-  let dir = __dirname;
+  return nearestPackageDir(__dirname);
+}
+
+function nearestPackageDir(start: string): string {
+  let dir = start;
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
 }
