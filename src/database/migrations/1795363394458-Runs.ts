@@ -8,7 +8,7 @@ export class Runs1795363394458 implements MigrationInterface {
         await queryRunner.query(`CREATE UNIQUE INDEX "uq_run_active_per_sandbox" ON "run"  ("sandbox_id") WHERE "status" IN ('queued', 'running')`);
         await queryRunner.query(`CREATE INDEX "ix_run_account_id_created_at" ON "run"  ("account_id", "created_at") `);
         await queryRunner.query(`CREATE INDEX "ix_run_sandbox_id_created_at" ON "run"  ("sandbox_id", "created_at") `);
-        await queryRunner.query(`CREATE TABLE "run_event" ("run_id" uuid NOT NULL, "seq" integer NOT NULL, "type" character varying(32) NOT NULL, "data" jsonb NOT NULL, "created_at" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), CONSTRAINT "pk_run_event" PRIMARY KEY ("run_id", "seq"))`);
+        await queryRunner.query(`CREATE TABLE "run_event" ("run_id" uuid NOT NULL, "seq" integer NOT NULL, "type" character varying(32) NOT NULL, "data" json NOT NULL, "created_at" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), CONSTRAINT "pk_run_event" PRIMARY KEY ("run_id", "seq"))`);
         await queryRunner.query(`ALTER TABLE "run" ADD CONSTRAINT "fk_run_sandbox" FOREIGN KEY ("sandbox_id") REFERENCES "sandbox"("id") ON DELETE CASCADE ON UPDATE NO ACTION`);
         await queryRunner.query(`ALTER TABLE "run_event" ADD CONSTRAINT "fk_run_event_run" FOREIGN KEY ("run_id") REFERENCES "run"("id") ON DELETE CASCADE ON UPDATE NO ACTION`);
     }

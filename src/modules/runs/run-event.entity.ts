@@ -20,7 +20,8 @@ export class RunEvent {
   @Column({ type: 'varchar', length: 32 })
   type: RunEventType;
 
-  @Column({ type: 'jsonb' })
+  /** `json`, not `jsonb`: a replay must give back each event exactly as it was streamed live. */
+  @Column({ type: 'json' })
   data: unknown;
 
   @CreateDateColumn({ type: 'timestamptz' })

@@ -1,0 +1,152 @@
+import { createServer, Server } from 'node:net';
+import { api, call } from './support/http';
+import { createMember, startTestApp, TestApp } from './support/test-app';
+
+describe('sandbox API on the local bubblewrap provider', () => {
+  let app: TestApp;
+  let user: ReturnType<typeof api>;
+  let other: ReturnType<typeof api>;
+
+  beforeAll(async () => {
+    app = await startTestApp({ env: { SANDBOX_MAX_TIMEOUT_SECONDS: '7200' } });
+    user = api(app.url, (await createMember(app)).token);
+    other = api(app.url, (await createMember(app)).token);
+  });
+  afterAll(() => app?.close({ purge: true }));
+
+  const create = async (body: Record<string, unknown> = {}) => {
+    const response = await user.post('/api/sandboxes', body);
+    expect({ status: response.status, body: response.body }).toMatchObject({ status: 201 });
+    return response.body.data.sandbox_id as string;
+  };
+  const exec = (id: string, command: string[], extra: Record<string, unknown> = {}) => user.post(`/api/sandboxes/${id}/exec`, { command, ...extra });
+
+  it('creates a sandbox, runs a command in it and terminates it', async () => {
+    const created = await user.post('/api/sandboxes', {});
+    expect(created.status).toBe(201);
+    expect(created.body.data).toMatchObject({ status: 'running', provider: 'local', volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'open' });
+    expect(created.body.data.limits).toMatchObject({ lifetime_seconds: expect.any(Number) });
+    const id = created.body.data.sandbox_id;
+
+    const result = await exec(id, ['sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(result.body.data).toMatchObject({ exit_code: 3, stdout: 'out\n', stderr: 'err\n', truncated: false, timed_out: false });
+
+    const listed = await user.get('/api/sandboxes?status=running');
+    expect(listed.body.data.map((s: { sandbox_id: string }) => s.sandbox_id)).toContain(id);
+
+    const deleted = await user.delete(`/api/sandboxes/${id}`);
+    expect(deleted.status).toBe(200);
+    expect(deleted.body.data).toMatchObject({ status: 'terminated', exit_reason: 'terminated_by_user' });
+    expect((await user.delete(`/api/sandboxes/${id}`)).body.data.status).toBe('terminated');
+    expect((await exec(id, ['true'])).status).toBe(409);
+  });
+
+  it('shares a named volume between sandboxes of the account and honours env and workdir', async () => {
+    const writer = await create({ volume_name: 'shared' });
+    await exec(writer, ['sh', '-c', 'mkdir -p sub && echo persisted > sub/note.txt']);
+    await user.delete(`/api/sandboxes/${writer}`);
+
+    const reader = await create({ volume_name: 'shared', env: { GREETING: 'hello' }, workdir: '/mnt/workspace/sub' });
+    const read = await exec(reader, ['sh', '-c', 'cat note.txt; echo "$GREETING"; pwd']);
+    expect(read.body.data.stdout).toBe('persisted\nhello\n/mnt/workspace/sub\n');
+    const override = await exec(reader, ['sh', '-c', 'echo "$GREETING"; pwd'], { env: { GREETING: 'per-exec' }, workdir: '/tmp' });
+    expect(override.body.data.stdout).toBe('per-exec\n/tmp\n');
+  });
+
+  it('gives network "none" no network while "open" reaches a local server', async () => {
+    const server: Server = createServer((socket) => socket.end('pong\n'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const probe = ['sh', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && cat <&3`];
+    try {
+      const open = await create({ network: 'open' });
+      const openResult = await exec(open, ['bash', ...probe.slice(1)]);
+      expect(openResult.body.data).toMatchObject({ exit_code: 0, stdout: 'pong\n' });
+      const closed = await create({ network: 'none' });
+      const closedResult = await exec(closed, ['bash', ...probe.slice(1)]);
+      expect(closedResult.body.data.exit_code).not.toBe(0);
+      expect(closedResult.body.data.stdout).toBe('');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('runs Dockerfile RUN steps, reports a failing step by name and caches the result', async () => {
+    const commands = ['ENV TOOL_HOME=/opt/tool', `RUN mkdir -p /opt/tool && echo built-${Date.now()} > /opt/tool/version`];
+    const first = await create({ dockerfile_commands: commands });
+    const built = await exec(first, ['sh', '-c', 'cat $TOOL_HOME/version']);
+    expect(built.body.data.stdout).toMatch(/^built-\d+\n$/);
+
+    const second = await create({ dockerfile_commands: commands });
+    const cached = await exec(second, ['cat', '/opt/tool/version']);
+    expect(cached.body.data.stdout).toBe(built.body.data.stdout);
+
+    const failing = await user.post('/api/sandboxes', { dockerfile_commands: ['RUN echo preparing', 'RUN echo broken-step-output && exit 7'] });
+    expect(failing.status).toBe(422);
+    expect(failing.body.message).toContain('step 2');
+    expect(failing.body.message).toContain('exit 7');
+    expect(JSON.stringify(failing.body.details)).toContain('broken-step-output');
+
+    const unsupported = await user.post('/api/sandboxes', { dockerfile_commands: ['COPY . /app'] });
+    expect(unsupported.status).toBe(400);
+    expect(unsupported.body.message).toContain('COPY');
+    expect((await user.post('/api/sandboxes', { image_base: 'alpine:3.21' })).status).toBe(422);
+  });
+
+  it('hides sandboxes of other accounts behind 404 on every route', async () => {
+    const id = await create();
+    for (const response of [
+      await other.get(`/api/sandboxes/${id}`),
+      await other.delete(`/api/sandboxes/${id}`),
+      await other.post(`/api/sandboxes/${id}/exec`, { command: ['true'] }),
+      await other.get(`/api/sandboxes/${id}/runs`),
+      await other.get(`/api/sandboxes/${id}/files`),
+      await other.get(`/api/sandboxes/${id}/snapshots`),
+    ]) {
+      expect(response.status).toBe(404);
+    }
+    expect((await other.get('/api/sandboxes')).body.data.map((s: { sandbox_id: string }) => s.sandbox_id)).not.toContain(id);
+    expect((await user.get(`/api/sandboxes/${id}`)).body.data.status).toBe('running');
+  });
+
+  it('ends a sandbox at its lifetime and GET says why', async () => {
+    const id = await create({ timeout_seconds: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 11_500));
+    const { body } = await user.get(`/api/sandboxes/${id}`);
+    expect(body.data).toMatchObject({ status: 'terminated', exit_reason: 'timeout' });
+  });
+
+  it('paginates the list newest first with a cursor', async () => {
+    const ids = [await create(), await create(), await create()];
+    const first = await user.get('/api/sandboxes?limit=2');
+    expect(first.body.data.map((s: { sandbox_id: string }) => s.sandbox_id)).toEqual([ids[2], ids[1]]);
+    const second = await user.get(`/api/sandboxes?limit=2&cursor=${first.body.next_cursor}`);
+    expect(second.body.data[0].sandbox_id).toBe(ids[0]);
+    expect((await user.get('/api/sandboxes?cursor=garbage')).status).toBe(400);
+  });
+
+  it.each<[string, string, Record<string, unknown>]>([
+    ['a relative mount path', 'volume_mount_path', { volume_mount_path: 'relative/path' }],
+    ['".." in the volume name', 'volume_name', { volume_name: '../escape' }],
+    ['"/" in the volume name', 'volume_name', { volume_name: 'a/b' }],
+    ['an oversized env', 'env', { env: { HUGE: 'x'.repeat(40_000) } }],
+    ['an unknown network', 'network', { network: 'bridge' }],
+    ['an unknown secret', 'secrets', { secrets: ['not-configured'] }],
+    ['a lifetime over the cap', 'timeout_seconds', { timeout_seconds: 999_999 }],
+    ['a traversing key prefix', 's3_key_prefix', { s3_key_prefix: '../other/' }],
+    ['a bucket that is not allowed', 's3_bucket_name', { s3_bucket_name: 'someone-elses-bucket' }],
+  ])('rejects %s with a 400 naming %s', async (_label, field, body) => {
+    const response = await user.post('/api/sandboxes', body);
+    expect(response.status).toBe(400);
+    expect(JSON.stringify(response.body.message)).toContain(field);
+  });
+
+  it('rejects a non-array command with a 400 naming it', async () => {
+    const id = await create();
+    const response = await call(app.url, 'POST', `/api/sandboxes/${id}/exec`, { token: undefined, body: { command: 'rm -rf /' } });
+    expect(response.status).toBe(401);
+    const named = await user.post(`/api/sandboxes/${id}/exec`, { command: 'rm -rf /' });
+    expect(named.status).toBe(400);
+    expect(JSON.stringify(named.body.message)).toContain('command');
+  });
+});
