@@ -1,6 +1,7 @@
 import { BadRequestException, INestApplication, ValidationError, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { existsSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { dirname, join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
@@ -11,7 +12,8 @@ import { AppModule, AppModuleOptions } from './app.module';
 export async function createApp(options: AppModuleOptions): Promise<NestExpressApplication> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(options), { bufferLogs: true, bodyParser: false });
   app.useLogger(app.get(Logger));
-  app.useBodyParser('json', { limit: options.config.http.bodyLimit });
+  // File uploads stream their raw body to the volume, whatever content type the client sends.
+  app.useBodyParser('json', { limit: options.config.http.bodyLimit, type: (request: IncomingMessage) => isJsonRequest(request) && !isFileUpload(request) });
   app.set('trust proxy', 'loopback');
   app.disable('x-powered-by');
   app.useGlobalPipes(
@@ -52,6 +54,14 @@ function nearestPackageDir(start: string): string {
   let dir = start;
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
+}
+
+function isJsonRequest(request: IncomingMessage): boolean {
+  return /^application\/([\w.+-]+\+)?json\b/i.test(request.headers['content-type'] ?? '');
+}
+
+function isFileUpload(request: IncomingMessage): boolean {
+  return request.method === 'PUT' && /\/files\/content(\?|$)/.test(request.url ?? '');
 }
 
 function setUpSwagger(app: INestApplication): void {

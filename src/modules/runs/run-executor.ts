@@ -1,4 +1,4 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
@@ -16,7 +16,7 @@ export const CLAUDE_STATE_DIR = '.claude-state';
 
 interface ActiveRun {
   process?: SandboxProcess;
-  stopReason?: 'cancelled' | 'timed_out';
+  stopReason?: 'cancelled' | 'timed_out' | 'interrupted';
   finished: Promise<void>;
 }
 
@@ -32,7 +32,7 @@ interface ResultSummary {
 
 /** Runs the Claude CLI for a run inside its sandbox and turns its output into run events. */
 @Injectable()
-export class RunExecutor {
+export class RunExecutor implements OnModuleDestroy {
   private readonly logger = new Logger(RunExecutor.name);
   private readonly active = new Map<string, ActiveRun>();
 
@@ -58,10 +58,10 @@ export class RunExecutor {
   }
 
   /** Kills the Claude process of an active run; resolves once the run is recorded as ended. */
-  async cancel(runId: string): Promise<boolean> {
+  async cancel(runId: string, reason: 'cancelled' | 'interrupted' = 'cancelled'): Promise<boolean> {
     const entry = this.active.get(runId);
     if (!entry) return false;
-    entry.stopReason ??= 'cancelled';
+    entry.stopReason ??= reason;
     await entry.process?.kill();
     await entry.finished;
     return true;
@@ -71,8 +71,9 @@ export class RunExecutor {
     return this.active.has(runId);
   }
 
-  async onShutdown(): Promise<void> {
-    await Promise.all([...this.active.keys()].map((runId) => this.cancel(runId)));
+  /** The service is stopping: active runs end as interrupted (their streams end with done). */
+  async onModuleDestroy(): Promise<void> {
+    await Promise.all([...this.active.keys()].map((runId) => this.cancel(runId, 'interrupted')));
   }
 
   private async execute(run: Run, target: { providerSandboxId: string; workdir: string; volumeMountPath: string }, entry: ActiveRun): Promise<void> {
@@ -128,6 +129,7 @@ export class RunExecutor {
   private errorOf(entry: ActiveRun, result: ResultSummary | undefined, stderrTail: string[]): string | null {
     if (entry.stopReason === 'timed_out') return 'The run produced no output for too long or exceeded its time limit, and was stopped';
     if (entry.stopReason === 'cancelled') return null;
+    if (entry.stopReason === 'interrupted') return 'The service stopped while this run was active';
     if (!result) return `Claude exited without a result. ${stderrTail.join('\n').trim() || 'No error output.'}`.trim();
     if (result.is_error || (result.subtype && result.subtype !== 'success')) return `${result.subtype ?? 'error'}: ${result.result ?? stderrTail.join('\n')}`.trim();
     return null;

@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
@@ -14,7 +14,7 @@ import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from
 const UNIQUE_VIOLATION = '23505';
 
 @Injectable()
-export class RunsService implements OnApplicationBootstrap, OnApplicationShutdown {
+export class RunsService implements OnApplicationBootstrap {
   private readonly logger = new Logger(RunsService.name);
 
   constructor(
@@ -37,10 +37,6 @@ export class RunsService implements OnApplicationBootstrap, OnApplicationShutdow
       await this.events.close(run.id);
       this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
     }
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    await this.executor.onShutdown();
   }
 
   async start(accountId: string, userId: string, sandboxId: string, dto: CreateRunDto): Promise<Run> {

@@ -5,13 +5,14 @@ import { AppConfig } from '../../config/app-config';
 import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
 import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { DomainError, InvalidInputError } from '../../common/domain-error';
+import { KeyedLock } from '../../common/keyed-lock';
 import { assertSafeKeyPrefix } from '../snapshots/manifest';
 import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
 import { CappedOutput } from './exec-output';
 import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';
 import { Sandbox, SandboxConfig, SandboxStatus } from './sandbox.entity';
 import { hasStorageConfigured, snapshotLocationOf } from './sandbox-storage';
-import { SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
+import { FinalSyncFailedError, SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
 import { SecretsStore } from './secrets.store';
 
 export const DEFAULT_VOLUME_NAME = 'default';
@@ -26,6 +27,7 @@ export interface Page<T> {
 @Injectable()
 export class SandboxesService implements OnApplicationBootstrap {
   private readonly logger = new Logger(SandboxesService.name);
+  private readonly snapshotLocks = new KeyedLock();
 
   constructor(
     @InjectRepository(Sandbox) private readonly sandboxes: Repository<Sandbox>,
@@ -119,7 +121,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       try {
         snapshot = await this.snapshotWorkspace(sandbox);
       } catch (error) {
-        if (!options.force) throw error;
+        if (!options.force) throw new FinalSyncFailedError(error);
         this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'final snapshot failed; terminating anyway (force)');
       }
     }
@@ -157,8 +159,11 @@ export class SandboxesService implements OnApplicationBootstrap {
     return this.provider.volume(sandbox.accountId, sandbox.config.volume_name, sandbox.providerSandboxId ?? undefined);
   }
 
+  /** One snapshot at a time per location, so two versions can never race for the same number. */
   async snapshotWorkspace(sandbox: Sandbox): Promise<SnapshotStats> {
-    const stats = await this.snapshots.snapshot(this.volumeOf(sandbox), snapshotLocationOf(sandbox, this.config.storage.defaultBucket));
+    const location = snapshotLocationOf(sandbox, this.config.storage.defaultBucket);
+    const key = `${location.bucket}/${location.keyPrefix}${location.accountId}`;
+    const stats = await this.snapshotLocks.run(key, () => this.snapshots.snapshot(this.volumeOf(sandbox), location));
     this.logger.log({ sandbox_id: sandbox.id, version: stats.version, files: stats.files, bytes_uploaded: stats.bytes_uploaded }, 'workspace snapshot committed');
     return stats;
   }
