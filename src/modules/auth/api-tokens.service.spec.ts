@@ -1,20 +1,10 @@
 import { Logger } from '@nestjs/common';
-import { inspect } from 'node:util';
 import { DeleteResult, Repository } from 'typeorm';
 import { ApiToken } from './api-token.entity';
 import { API_TOKEN_MARKER, ApiTokensService, hashApiToken } from './api-tokens.service';
 import { ApiTokenNotFoundError } from './auth.errors';
+import { strictMock } from '../../testing/strict-mock';
 
-/** Every listed method fails unless the test gives it a behaviour, so an unexpected call fails the test. */
-function strictMock<T>(name: string, methods: (keyof T & string)[]): jest.Mocked<T> {
-  const mock: Record<string, jest.Mock> = {};
-  for (const method of methods) {
-    mock[method] = jest.fn((...args: unknown[]) => {
-      throw new Error(`unexpected call ${name}.${method}(${inspect(args, { depth: 1 })})`);
-    });
-  }
-  return mock as unknown as jest.Mocked<T>;
-}
 
 const NOW = new Date('2030-01-15T12:00:00Z');
 const TOKEN = API_TOKEN_MARKER + 'b'.repeat(43);

@@ -1,6 +1,5 @@
 import { Logger } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
-import { inspect } from 'node:util';
 import { Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { User } from '../users/user.entity';
@@ -10,17 +9,8 @@ import { ApiTokensService, hashApiToken } from './api-tokens.service';
 import { InvalidBearerTokenError, InvalidCredentialsError } from './auth.errors';
 import { AuthService } from './auth.service';
 import { PasswordHasher } from './password-hasher';
+import { strictMock } from '../../testing/strict-mock';
 
-/** Every listed method fails unless the test gives it a behaviour, so an unexpected call fails the test. */
-function strictMock<T>(name: string, methods: (keyof T & string)[]): jest.Mocked<T> {
-  const mock: Record<string, jest.Mock> = {};
-  for (const method of methods) {
-    mock[method] = jest.fn((...args: unknown[]) => {
-      throw new Error(`unexpected call ${name}.${method}(${inspect(args, { depth: 1 })})`);
-    });
-  }
-  return mock as unknown as jest.Mocked<T>;
-}
 
 const API_TOKEN = 'mss_' + 'a'.repeat(43);
 const user = { id: 'u-1', email: 'dev@example.com', passwordHash: 'scrypt$stored', role: 'member', accountId: 'acc-1' } as User;

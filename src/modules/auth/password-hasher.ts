@@ -14,6 +14,12 @@ function derive(password: string, salt: Buffer, cost: number, blockSize: number,
   );
 }
 
+/** Parameters we could have written: a power-of-two cost up to 2^17, modest block size and parallelism. */
+function hasSaneParameters(cost: number, blockSize: number, parallelism: number): boolean {
+  const powerOfTwo = Number.isInteger(cost) && cost >= 2 && (cost & (cost - 1)) === 0;
+  return powerOfTwo && cost <= 2 ** 17 && Number.isInteger(blockSize) && blockSize >= 1 && blockSize <= 16 && Number.isInteger(parallelism) && parallelism >= 1 && parallelism <= 16;
+}
+
 /** scrypt (memory-hard) password hashes, self-describing so the cost can be raised later. */
 @Injectable()
 export class PasswordHasher {
@@ -25,7 +31,7 @@ export class PasswordHasher {
 
   async verify(password: string, stored: string): Promise<boolean> {
     const [algorithm, cost, blockSize, parallelism, salt, key] = stored.split('$');
-    if (algorithm !== 'scrypt' || !key) return false;
+    if (algorithm !== 'scrypt' || !key || !hasSaneParameters(Number(cost), Number(blockSize), Number(parallelism))) return false;
     const expected = Buffer.from(key, 'base64');
     const actual = await derive(password, Buffer.from(salt, 'base64'), Number(cost), Number(blockSize), Number(parallelism));
     return actual.length === expected.length && timingSafeEqual(actual, expected);

@@ -33,11 +33,13 @@ export class RunEventLog {
     const state = this.writes.get(runId);
     if (!state) throw new Error(`run ${runId} has no open event log`);
     const event: StoredEvent = { seq: state.nextSeq++, type, data };
-    state.tail = state.tail.then(async () => {
+    const written = state.tail.then(async () => {
       await this.events.insert({ runId, seq: event.seq, type, data: data as object });
       this.live.get(runId)?.next(event);
     });
-    return state.tail;
+    // One failed insert must not poison every later event of the run (and its final `done`).
+    state.tail = written.catch(() => undefined);
+    return written;
   }
 
   /** Closes the channel after the final event has been written. */

@@ -67,10 +67,6 @@ export class RunExecutor implements OnModuleDestroy {
     return true;
   }
 
-  isActive(runId: string): boolean {
-    return this.active.has(runId);
-  }
-
   /** The service is stopping: active runs end as interrupted (their streams end with done). */
   async onModuleDestroy(): Promise<void> {
     await Promise.all([...this.active.keys()].map((runId) => this.cancel(runId, 'interrupted')));

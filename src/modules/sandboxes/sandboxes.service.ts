@@ -190,7 +190,14 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   private async refresh(sandbox: Sandbox): Promise<Sandbox> {
     if (sandbox.status !== 'running' || !sandbox.providerSandboxId) return sandbox;
-    const state = await this.provider.status(sandbox.providerSandboxId).catch((error): SandboxState => ({ status: 'error', exitReason: `status_unavailable: ${describe(error)}` }));
+    let state: SandboxState;
+    try {
+      state = await this.provider.status(sandbox.providerSandboxId);
+    } catch (error) {
+      // A failed check says nothing about the sandbox: keep it as it is and ask again next time.
+      this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'sandbox status check failed');
+      return sandbox;
+    }
     if (state.status === 'running') return sandbox;
     return this.markEnded(sandbox, state.status, state.exitReason);
   }

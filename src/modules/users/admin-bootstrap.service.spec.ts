@@ -1,20 +1,10 @@
 import { Logger } from '@nestjs/common';
-import { inspect } from 'node:util';
 import { AppConfig } from '../../config/app-config';
 import { AdminBootstrapService } from './admin-bootstrap.service';
 import { User } from './user.entity';
 import { UsersService } from './users.service';
+import { strictMock } from '../../testing/strict-mock';
 
-/** Every listed method fails unless the test gives it a behaviour, so an unexpected call fails the test. */
-function strictMock<T>(name: string, methods: (keyof T & string)[]): jest.Mocked<T> {
-  const mock: Record<string, jest.Mock> = {};
-  for (const method of methods) {
-    mock[method] = jest.fn((...args: unknown[]) => {
-      throw new Error(`unexpected call ${name}.${method}(${inspect(args, { depth: 1 })})`);
-    });
-  }
-  return mock as unknown as jest.Mocked<T>;
-}
 
 const ADMIN = { ADMIN_EMAIL: 'admin@example.com', ADMIN_PASSWORD: 'bootstrap-secret' };
 

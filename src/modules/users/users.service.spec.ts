@@ -1,22 +1,12 @@
 import { Logger } from '@nestjs/common';
-import { inspect } from 'node:util';
 import { DataSource, EntityManager, QueryFailedError, Repository } from 'typeorm';
 import { PasswordHasher } from '../auth/password-hasher';
 import { Account } from './account.entity';
 import { User } from './user.entity';
 import { EmailTakenError, UnknownAccountError } from './users.errors';
 import { normalizeEmail, UsersService } from './users.service';
+import { strictMock } from '../../testing/strict-mock';
 
-/** Every listed method fails unless the test gives it a behaviour, so an unexpected call fails the test. */
-function strictMock<T>(name: string, methods: (keyof T & string)[]): jest.Mocked<T> {
-  const mock: Record<string, jest.Mock> = {};
-  for (const method of methods) {
-    mock[method] = jest.fn((...args: unknown[]) => {
-      throw new Error(`unexpected call ${name}.${method}(${inspect(args, { depth: 1 })})`);
-    });
-  }
-  return mock as unknown as jest.Mocked<T>;
-}
 
 const EXISTING_ACCOUNT = '0b6c3f5e-1d2a-4c1e-9f00-000000000001';
 
@@ -75,8 +65,6 @@ describe('UsersService', () => {
       expect(written).toEqual([]);
     });
 
-    // KNOWN BUG (reported to the lead): two concurrent creations with the same email both pass the
-    // existsBy check; the loser hits the unique index (23505) and answers 500 instead of 409.
     it('refuses an email taken by a concurrent creation as EmailTakenError', async () => {
       const driverError = Object.assign(new Error('duplicate key value violates unique constraint "uq_user_email"'), { code: '23505' });
       const duplicate = new QueryFailedError('INSERT INTO "user"', [], driverError);

@@ -6,6 +6,8 @@ import { Account } from './account.entity';
 import { User, UserRole } from './user.entity';
 import { EmailTakenError, UnknownAccountError } from './users.errors';
 
+const UNIQUE_VIOLATION = '23505';
+
 export interface NewUser {
   email: string;
   password: string;
@@ -30,10 +32,15 @@ export class UsersService {
     if (await this.users.existsBy({ email })) throw new EmailTakenError();
     if (input.accountId && !(await this.accounts.existsBy({ id: input.accountId }))) throw new UnknownAccountError();
     const passwordHash = await this.hasher.hash(input.password);
-    const user = await this.dataSource.transaction(async (manager) => {
-      const accountId = input.accountId ?? (await manager.save(manager.create(Account, { name: email }))).id;
-      return manager.save(manager.create(User, { email, passwordHash, role: input.role ?? 'member', accountId }));
-    });
+    const user = await this.dataSource
+      .transaction(async (manager) => {
+        const accountId = input.accountId ?? (await manager.save(manager.create(Account, { name: email }))).id;
+        return manager.save(manager.create(User, { email, passwordHash, role: input.role ?? 'member', accountId }));
+      })
+      .catch((error: { code?: string }) => {
+        // A concurrent creation with the same email won the race to the unique index.
+        throw error.code === UNIQUE_VIOLATION ? new EmailTakenError() : error;
+      });
     this.logger.log({ user_id: user.id, account_id: user.accountId, role: user.role }, 'user created');
     return user;
   }
