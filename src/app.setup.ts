@@ -30,6 +30,8 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
   return app;
 }
 
+const CHAT_PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
 /** The chat page from static/, and its browser libraries from their npm packages (never a CDN). */
 function serveChatPage(app: NestExpressApplication): void {
   const vendor: Record<string, string> = {
@@ -39,7 +41,12 @@ function serveChatPage(app: NestExpressApplication): void {
   for (const [route, file] of Object.entries(vendor)) {
     app.use(route, (_request: unknown, response: { type(t: string): { sendFile(f: string): void } }) => response.type('text/javascript').sendFile(file));
   }
-  app.useStaticAssets(join(projectRoot(), 'static'), { index: 'index.html', maxAge: 0 });
+  app.useStaticAssets(join(projectRoot(), 'static'), {
+    index: 'index.html',
+    maxAge: 0,
+    // Model output is untrusted: even if something slipped past DOMPurify, no inline script may run.
+    setHeaders: (response: { setHeader(name: string, value: string): void }) => response.setHeader('Content-Security-Policy', CHAT_PAGE_CSP),
+  });
 }
 
 function packageDir(name: string): string {

@@ -1,0 +1,112 @@
+import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { constants } from 'node:os';
+import type { Readable } from 'node:stream';
+import type { ExecExit, SandboxProcess } from '../sandbox-provider';
+
+/** Exit code reported when a time limit killed the process, as GNU timeout and Modal do. */
+export const TIMEOUT_EXIT_CODE = 124;
+/** The launcher itself could not be started (the shell's "cannot execute"). */
+const LAUNCH_FAILED_EXIT_CODE = 126;
+
+/** The host exit code of a process: its own code, or 128 + the number of the signal that ended it. */
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  return 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+}
+
+/**
+ * One command in a sandbox. It is spawned before it is known, and joins the sandbox's cgroups; begin()
+ * sends it the sandbox's init (which nsenter enters) and the script of the sandbox-side shell
+ * (environment, workdir, command). The host-side shell leads its own process group, which the
+ * command and its children inherit, so kill() reaches all of them.
+ */
+export class LocalSandboxProcess implements SandboxProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  private readonly exit: Promise<ExecExit>;
+  private timedOut = false;
+  private closed = false;
+  private timer?: NodeJS.Timeout;
+
+  private constructor(private readonly child: ChildProcess) {
+    this.stdout = child.stdout!;
+    this.stderr = child.stderr!;
+    this.exit = new Promise((resolve) => {
+      const finish = (exitCode: number) => {
+        this.closed = true;
+        clearTimeout(this.timer);
+        resolve({ exitCode: this.timedOut ? TIMEOUT_EXIT_CODE : exitCode, timedOut: this.timedOut });
+      };
+      child.once('close', (code, signal) => finish(exitCodeOf(code, signal)));
+      child.once('error', () => finish(LAUNCH_FAILED_EXIT_CODE));
+    });
+    child.stdin!.on('error', () => undefined); // it may have died before reading its script
+  }
+
+  /**
+   * Spawns `sh -c hostScript` on the host with an empty environment; `stdio` begins with three
+   * pipes. Until begin() it does not hold the service open.
+   */
+  static spawn(sh: string, hostScript: string, stdio: StdioOptions): LocalSandboxProcess {
+    const process = new LocalSandboxProcess(spawn(sh, ['-c', hostScript], { stdio, env: {}, detached: true }));
+    process.setReferenced(false);
+    return process;
+  }
+
+  /** Whether it is gone (a spare can die before it is used, e.g. killed from inside the sandbox). */
+  get exited(): boolean {
+    return this.closed || this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
+  begin(initPid: number, sandboxScript: string, timeoutSeconds?: number): this {
+    this.setReferenced(true);
+    if (timeoutSeconds) this.timer = setTimeout(() => this.expire(), timeoutSeconds * 1000);
+    this.child.stdin!.end(`${initPid}\n${sandboxScript}`);
+    return this;
+  }
+
+  wait(): Promise<ExecExit> {
+    return this.exit;
+  }
+
+  async kill(): Promise<void> {
+    this.killGroup();
+    await this.exit;
+  }
+
+  private setReferenced(referenced: boolean): void {
+    for (const handle of [this.child, ...([this.child.stdin, this.child.stdout, this.child.stderr] as Socket[])]) {
+      if (referenced) handle.ref();
+      else handle.unref();
+    }
+  }
+
+  private expire(): void {
+    this.timedOut = true;
+    this.killGroup();
+  }
+
+  private killGroup(): void {
+    // Once closed, the group id may already belong to an unrelated process.
+    if (this.child.pid === undefined || this.closed) return;
+    try {
+      process.kill(-this.child.pid, 'SIGKILL');
+    } catch {
+      // the group is already gone
+    }
+  }
+}
+
+/** Runs a process to completion, keeping the last `tailBytes` of its combined output. */
+export async function runCapturingTail(process: SandboxProcess, tailBytes: number): Promise<{ exitCode: number; outputTail: string }> {
+  let tail = Buffer.alloc(0);
+  const keep = (chunk: Buffer) => {
+    tail = Buffer.concat([tail, chunk]);
+    if (tail.length > tailBytes) tail = tail.subarray(tail.length - tailBytes);
+  };
+  process.stdout.on('data', keep);
+  process.stderr.on('data', keep);
+  const { exitCode } = await process.wait();
+  return { exitCode, outputTail: tail.toString('utf8') };
+}

@@ -1,0 +1,480 @@
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { AppConfig } from '../../../config/app-config';
+import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
+import {
+  type CreateHooks,
+  type EnforcedLimits,
+  type ExecRequest,
+  type SandboxHandle,
+  type SandboxProcess,
+  SandboxProvider,
+  type SandboxSpec,
+  type SandboxState,
+  type VolumeAccess,
+} from '../sandbox-provider';
+import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError, UnsupportedImageError } from '../sandbox-provider.errors';
+import { prepareSandboxBase, type SandboxBase } from './host-base';
+import { type HostTools, locateHostTools } from './host-tools';
+import { ImageCache, imageCacheKey } from './image-cache';
+import { InheritedFdShield } from './inherited-fds';
+import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
+import { LocalVolumeAccess } from './local-volume-access';
+import { SandboxCgroups } from './sandbox-cgroups';
+import { execHostScript, execStdinScript, isValidEnvName, launchArgv, ptyArgv } from './sandbox-commands';
+import {
+  applyConfigStep,
+  exitedState,
+  imageDefaultsOf,
+  initialImageDefaults,
+  type ProcessDefaults,
+  sandboxDefaults,
+  secretValues,
+} from './sandbox-environment';
+import { SandboxLauncher } from './sandbox-launcher';
+import { HOST_SYSTEM_ENTRIES, isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-rootfs';
+
+/** Account ids, volume names and image names become directory names. */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SANDBOX_ID = /^sbx-[0-9a-f]{12}$/;
+const STEP_OUTPUT_TAIL_BYTES = 4096;
+const PTY_ENV = { TERM: 'xterm-256color' };
+/** A spare exec process is spawned this long after the previous one was used, not in its way. */
+const SPARE_DELAY_MS = 10;
+
+/** A sandbox whose root is mounted, whose launcher waits for its parameters and its first exec process for its command. */
+interface PreparedSandbox {
+  id: string;
+  dirs: SandboxDirs;
+  overlays: OverlayMount[];
+  cgroups: SandboxCgroups;
+  launcher: SandboxLauncher;
+  spare: LocalSandboxProcess;
+}
+
+interface LocalSandbox extends ProcessDefaults {
+  id: string;
+  dirs: SandboxDirs;
+  cgroups: SandboxCgroups;
+  /** Host pid of the sandbox's init, whose namespaces and root every exec enters. */
+  initPid: number;
+  /** Absent for a sandbox found still running after a restart. */
+  launcher?: SandboxLauncher;
+  /** An exec process waiting inside the sandbox for its command. */
+  spare?: LocalSandboxProcess;
+  state: SandboxState;
+  lifetimeTimer?: NodeJS.Timeout;
+  stopping?: Promise<void>;
+}
+
+/** Written once a sandbox runs; a sandbox directory without it was never handed out. */
+interface PersistedState {
+  initPid: number;
+  expiresAt: number;
+}
+
+/**
+ * The sandbox engine of a single host, built on bubblewrap. Each sandbox gets its own user
+ * (identity-mapped), pid, ipc, uts and optionally net namespace; a root made of the host's system
+ * directories (or an image under IMAGES_DIR) under private writable overlays, with a locked
+ * read-only /proc; the account's volume bound read-write; cgroup v1 limits. One host-view sandbox
+ * is kept prepared (root mounted, launcher waiting) so that creating one costs only its start.
+ */
+@Injectable()
+export class LocalSandboxProvider extends SandboxProvider implements OnModuleDestroy {
+  readonly kind = 'local' as const;
+  private readonly logger = new Logger(LocalSandboxProvider.name);
+  private readonly sandboxes = new Map<string, LocalSandbox>();
+  private readonly located: ReturnType<typeof locateHostTools>;
+  private readonly imageCache: ImageCache;
+  private readonly fdShield = new InheritedFdShield();
+  private sandboxBase?: Promise<SandboxBase>;
+  private abandonedSwept?: Promise<void>;
+  private warm?: Promise<PreparedSandbox>;
+  private closing = false;
+
+  constructor(private readonly config: AppConfig) {
+    super();
+    this.located = locateHostTools(config.sandbox.bwrapBin);
+    this.imageCache = new ImageCache(this.dataPath('image-cache'), this.located.tools.cp ?? 'cp');
+  }
+
+  isConfigured(): boolean {
+    return this.located.tools.bwrap !== undefined;
+  }
+
+  /** For start-up: throws an error saying what to install or fix when this host cannot run sandboxes. */
+  assertReady(): void {
+    const problem = this.readinessProblem();
+    if (problem) throw new ProviderUnavailableError('sandbox', problem);
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    this.closing = true;
+    const warm = this.warm;
+    this.warm = undefined;
+    const running = [...this.sandboxes.values()].filter((sandbox) => sandbox.state.status === 'running');
+    await Promise.all([
+      warm?.then((prepared) => this.discard(prepared)).catch(() => undefined),
+      ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
+    ]);
+  }
+
+  async ensureApp(accountId: string): Promise<void> {
+    await mkdir(this.dataPath('apps', `app-${safeName(accountId, 'app', 'account id')}`), { recursive: true });
+  }
+
+  async ensureVolume(accountId: string, volumeName: string): Promise<void> {
+    await mkdir(this.volumeDir(accountId, volumeName), { recursive: true });
+  }
+
+  volume(accountId: string, volumeName: string): VolumeAccess {
+    return new LocalVolumeAccess(this.volumeDir(accountId, volumeName));
+  }
+
+  async create(spec: SandboxSpec, hooks: CreateHooks = {}): Promise<SandboxHandle> {
+    this.requireTools();
+    validateSpec(spec);
+    const steps = parseDockerfileCommands(spec.dockerfileCommands);
+    const image = await this.resolveImage(spec.imageBase);
+    const cacheKey = steps.some((step) => step.kind === 'run') ? imageCacheKey(spec.accountId, image.name, steps) : undefined;
+    const cachedLayers = cacheKey ? await this.imageCache.find(cacheKey) : null;
+    await this.ensureVolume(spec.accountId, spec.volumeName);
+
+    const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
+    const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
+    const { id, dirs, cgroups, launcher, spare } = prepared;
+    const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
+    try {
+      sandbox.initPid = await launcher.start({ network: spec.network, volumeDir: this.volumeDir(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      this.sandboxes.set(id, sandbox);
+      launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
+      const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
+      this.armLifetime(sandbox, expiresAt);
+      await writeFile(dirs.stateFile, JSON.stringify({ initPid: sandbox.initPid, expiresAt } satisfies PersistedState));
+
+      await this.applyImageSteps(sandbox, steps, cachedLayers !== null, hooks);
+      if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => overlay.upperDir));
+    } catch (error) {
+      await this.stop(sandbox, { status: 'error', exitReason: 'start_failed' });
+      throw error;
+    } finally {
+      if (isPlainHostView) this.warmUp();
+    }
+    this.logger.log(`sandbox ${id} created for sandbox ${spec.sandboxId} of account ${spec.accountId} (image ${image.name}, network ${spec.network})`);
+    return { providerSandboxId: id, limits: this.enforcedLimits(spec, cgroups) };
+  }
+
+  async exec(providerSandboxId: string, request: ExecRequest): Promise<SandboxProcess> {
+    const sandbox = this.sandboxes.get(providerSandboxId);
+    if (!sandbox || sandbox.state.status !== 'running') throw new SandboxGoneError(providerSandboxId);
+    if (request.argv.length === 0) throw new ProviderInvalidError('exec', 'argv must not be empty');
+    const env = { ...sandbox.env, ...(request.pty ? PTY_ENV : {}), ...request.env, ...request.secretEnv };
+    const workdir = request.workdir ?? sandbox.workdir;
+    if (!posix.isAbsolute(workdir)) throw new ProviderInvalidError('exec', `workdir must be an absolute path: ${workdir}`);
+    return this.startProcess(sandbox, request.pty ? ptyArgv(request.argv) : request.argv, env, workdir, request.timeoutSeconds);
+  }
+
+  async status(providerSandboxId: string): Promise<SandboxState> {
+    return this.sandboxes.get(providerSandboxId)?.state ?? { status: 'terminated', exitReason: 'unknown_to_this_service' };
+  }
+
+  async terminate(providerSandboxId: string): Promise<void> {
+    const sandbox = this.sandboxes.get(providerSandboxId);
+    if (sandbox) await this.stop(sandbox, { status: 'terminated', exitReason: 'terminated' });
+    else await this.removeLeftovers(providerSandboxId);
+  }
+
+  async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean> {
+    const known = this.sandboxes.get(providerSandboxId);
+    if (known) return known.state.status === 'running';
+    const dirs = new SandboxDirs(this.sandboxDir(providerSandboxId));
+    const persisted = await readPersistedState(dirs.stateFile);
+    if (!persisted || !(await isSandboxInit(persisted.initPid, providerSandboxId))) {
+      await this.removeLeftovers(providerSandboxId);
+      return false;
+    }
+    const sandbox: LocalSandbox = {
+      id: providerSandboxId,
+      dirs,
+      cgroups: await SandboxCgroups.locate(providerSandboxId),
+      initPid: persisted.initPid,
+      state: { status: 'running' },
+      ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
+    };
+    this.sandboxes.set(providerSandboxId, sandbox);
+    this.armLifetime(sandbox, persisted.expiresAt);
+    this.logger.log(`sandbox ${providerSandboxId} reattached`);
+    return true;
+  }
+
+  private readinessProblem(): string | undefined {
+    const { missing } = this.located;
+    if (missing.some((entry) => entry.tool === 'bwrap')) {
+      return `bubblewrap is not installed (no ${this.config.sandbox.bwrapBin} executable found): run \`apt-get install bubblewrap\``;
+    }
+    if (missing.length > 0) {
+      return `missing host tools ${missing.map((entry) => entry.tool).join(', ')}: run \`apt-get install ${[...new Set(missing.map((entry) => entry.pkg))].join(' ')}\``;
+    }
+    if (process.getuid?.() !== 0) return 'the local sandbox engine must run as root (it mounts overlays and manages cgroups)';
+    for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
+      if (!isMountSafePath(path)) return `${name} must not contain whitespace, commas, colons or backslashes (it is used in overlay mounts): ${path}`;
+    }
+    const shownDir = hostDirContaining(this.config.dataDir);
+    if (shownDir) return `DATA_DIR must not lie inside ${shownDir}, which sandboxes see as a lower layer (overlayfs refuses overlapping layers): ${this.config.dataDir}`;
+    try {
+      accessSync(this.config.sandbox.claudeBin, constants.X_OK);
+    } catch {
+      return `the Claude Code CLI is not an executable at ${this.config.sandbox.claudeBin} (set CLAUDE_BIN)`;
+    }
+    return undefined;
+  }
+
+  private requireTools(): HostTools {
+    const problem = this.readinessProblem();
+    if (problem) throw new ProviderUnavailableError('sandbox', problem);
+    return this.located.tools as HostTools;
+  }
+
+  private dataPath(...segments: string[]): string {
+    return join(this.config.dataDir, ...segments);
+  }
+
+  private sandboxDir(providerSandboxId: string): string {
+    if (!SANDBOX_ID.test(providerSandboxId)) throw new ProviderInvalidError('sandbox', `not a local sandbox id: ${providerSandboxId}`);
+    return this.dataPath('sandboxes', providerSandboxId);
+  }
+
+  private volumeDir(accountId: string, volumeName: string): string {
+    return this.dataPath('volumes', safeName(accountId, 'volume', 'account id'), safeName(volumeName, 'volume', 'volume name'));
+  }
+
+  private async resolveImage(imageBase: string | undefined): Promise<{ name: string; rootDir?: string }> {
+    if (imageBase === undefined || imageBase === 'host') return { name: 'host' };
+    const rootDir = join(this.config.sandbox.imagesDir, imageBase);
+    const isImportedRoot = SAFE_NAME.test(imageBase) && (await stat(rootDir).catch(() => null))?.isDirectory();
+    if (!isImportedRoot) {
+      throw new UnsupportedImageError(
+        `image ${imageBase} is not available on the local sandbox engine: registry images need the Modal provider (SANDBOX_PROVIDER=modal) or a root filesystem imported as a directory under IMAGES_DIR`,
+        { step: 'image', image: imageBase },
+      );
+    }
+    return { name: imageBase, rootDir };
+  }
+
+  /** The prepared plain host-view sandbox, or a new one when none is ready. */
+  private async takeWarm(): Promise<PreparedSandbox> {
+    const pending = this.warm;
+    this.warm = undefined; // before awaiting, so that concurrent creates never share it
+    const warm = await pending?.catch(() => undefined);
+    if (warm && !warm.launcher.exited) return warm;
+    if (warm) await this.discard(warm);
+    return this.prepare(undefined, null);
+  }
+
+  /** Prepares the next plain host-view sandbox (its mounts, launcher and first exec process). */
+  private warmUp(): void {
+    if (this.warm || this.closing) return;
+    const warm = this.prepare(undefined, null);
+    this.warm = warm;
+    warm.catch((error: Error) => {
+      this.logger.warn(`could not prepare a sandbox ahead of time: ${error.message}`);
+      if (this.warm === warm) this.warm = undefined;
+    });
+  }
+
+  /** Mounts a root in a new launcher that then waits for its sandbox's parameters. */
+  private async prepare(imageRoot: string | undefined, cachedLayers: string | null): Promise<PreparedSandbox> {
+    const tools = this.requireTools();
+    this.abandonedSwept ??= this.sweepAbandoned();
+    await this.abandonedSwept;
+    const id = `sbx-${randomBytes(6).toString('hex')}`;
+    const dirs = new SandboxDirs(this.sandboxDir(id));
+    const overlays = dirs.overlays(...(await this.rootLayers(imageRoot, cachedLayers)));
+    let launcher: SandboxLauncher | undefined;
+    try {
+      await prepareSandboxDirs(dirs, overlays);
+      const cgroups = await SandboxCgroups.create(id, {
+        maxProcesses: this.config.sandbox.maxProcesses,
+        memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
+        cpuCores: this.config.sandbox.cpuLimit,
+      });
+      const argv = launchArgv({ tools, procsFiles: cgroups.procsFiles, fstab: dirs.fstab, rootDir: dirs.root });
+      launcher = SandboxLauncher.spawn(argv, this.fdShield.stdio(['pipe', 'pipe', 'pipe', 'pipe', 'pipe']));
+      return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
+    } catch (error) {
+      launcher?.kill();
+      await this.removeLeftovers(id);
+      throw error;
+    }
+  }
+
+  private async discard(prepared: PreparedSandbox): Promise<void> {
+    const launcherExited = prepared.launcher.killAndWait();
+    void prepared.spare.kill();
+    await prepared.cgroups.destroy();
+    await launcherExited;
+    await rm(prepared.dirs.base, { recursive: true, force: true });
+  }
+
+  /** Sandbox directories a previous run prepared but never handed out (no state file) are removed. */
+  private async sweepAbandoned(): Promise<void> {
+    const ids = await readdir(this.dataPath('sandboxes')).catch(() => [] as string[]);
+    for (const id of ids.filter((name) => SANDBOX_ID.test(name))) {
+      if (!existsSync(new SandboxDirs(this.sandboxDir(id)).stateFile)) await this.removeLeftovers(id);
+    }
+  }
+
+  /** Lower layers of the root overlay and of each shown host directory, the cached step results on top. */
+  private async rootLayers(imageRoot: string | undefined, cachedLayers: string | null): Promise<[string[], Array<{ name: string; lowerDirs: string[] }>]> {
+    const cached = (layer: string) => (cachedLayers && existsSync(join(cachedLayers, layer)) ? [join(cachedLayers, layer)] : []);
+    const base = await this.getSandboxBase();
+    if (imageRoot) return [[...cached(ROOT_LAYER), base.additionsDir, imageRoot], []];
+    return [
+      [...cached(ROOT_LAYER), base.additionsDir, base.skeletonDir],
+      base.layers.map((layer) => ({ name: layer.name, lowerDirs: [...cached(layer.name), ...layer.lowerDirs] })),
+    ];
+  }
+
+  private getSandboxBase(): Promise<SandboxBase> {
+    const { imagesDir, secretsFile, claudeBin } = this.config.sandbox;
+    const hidden = [imagesDir, ...(secretsFile ? [secretsFile] : [])];
+    this.sandboxBase ??= prepareSandboxBase(this.dataPath('rootfs'), hidden, claudeBin, this.located.tools as HostTools).catch((error: unknown) => {
+      this.sandboxBase = undefined;
+      throw error;
+    });
+    return this.sandboxBase;
+  }
+
+  /** Runs the Dockerfile lines in the fresh sandbox; with cached layers only ENV and WORKDIR are applied. */
+  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, hooks: CreateHooks): Promise<void> {
+    const current = initialImageDefaults();
+    for (const step of steps) {
+      hooks.onImageStep?.({ index: step.index, instruction: step.instruction, cached });
+      applyConfigStep(current, step);
+      const argv = cached ? undefined : step.kind === 'run' ? ['/bin/sh', '-c', step.command] : step.kind === 'workdir' ? ['mkdir', '-p', '--', current.workdir] : undefined;
+      if (!argv) continue;
+      const process = this.startProcess(sandbox, argv, current.env, step.kind === 'run' ? current.workdir : '/');
+      const { exitCode, outputTail } = await runCapturingTail(process, STEP_OUTPUT_TAIL_BYTES);
+      if (exitCode !== 0) throw new ImageStepFailedError(step.index, step.instruction, exitCode, outputTail);
+    }
+  }
+
+  /** Runs argv through the sandbox's spare process (spawned ahead, already in its cgroups) or a new one. */
+  private startProcess(sandbox: LocalSandbox, argv: string[], env: Record<string, string>, workdir: string, timeoutSeconds?: number): LocalSandboxProcess {
+    const script = execStdinScript(env, workdir, argv);
+    const spare = sandbox.spare;
+    sandbox.spare = undefined;
+    const process = spare && !spare.exited ? spare : this.spawnProcess(sandbox.cgroups);
+    setTimeout(() => this.provideSpare(sandbox), SPARE_DELAY_MS).unref();
+    return process.begin(sandbox.initPid, script, timeoutSeconds);
+  }
+
+  /**
+   * Keeps one exec process of the sandbox spawned and in its cgroups: joining cgroups after a quiet
+   * moment costs the kernel an RCU grace period (milliseconds), better spent before a request comes.
+   */
+  private provideSpare(sandbox: LocalSandbox): void {
+    if (sandbox.spare || sandbox.state.status !== 'running' || this.closing) return;
+    sandbox.spare = this.spawnProcess(sandbox.cgroups);
+  }
+
+  private spawnProcess(cgroups: SandboxCgroups): LocalSandboxProcess {
+    const tools = this.located.tools as HostTools;
+    return LocalSandboxProcess.spawn(tools.sh, execHostScript(tools, cgroups.procsFiles), this.fdShield.stdio(['pipe', 'pipe', 'pipe']));
+  }
+
+  private armLifetime(sandbox: LocalSandbox, expiresAt: number): void {
+    const timeout: SandboxState = { status: 'terminated', exitReason: 'timeout', exitCode: TIMEOUT_EXIT_CODE };
+    sandbox.lifetimeTimer = setTimeout(() => void this.stop(sandbox, timeout), Math.max(0, expiresAt - Date.now()));
+    sandbox.lifetimeTimer.unref();
+  }
+
+  /** Ends the sandbox once: records why, kills every process, removes its cgroups and directories. */
+  private stop(sandbox: LocalSandbox, final: SandboxState): Promise<void> {
+    sandbox.stopping ??= (async () => {
+      sandbox.state = final;
+      void sandbox.spare?.kill();
+      sandbox.spare = undefined;
+      clearTimeout(sandbox.lifetimeTimer);
+      const launcherExited = sandbox.launcher?.killAndWait();
+      if (!sandbox.launcher && sandbox.initPid > 0) killQuietly(sandbox.initPid);
+      await sandbox.cgroups.destroy();
+      await launcherExited;
+      await rm(sandbox.dirs.base, { recursive: true, force: true });
+      this.logger.log(`sandbox ${sandbox.id} ${final.status}: ${'exitReason' in final ? final.exitReason : ''}`);
+    })();
+    return sandbox.stopping;
+  }
+
+  private async removeLeftovers(providerSandboxId: string): Promise<void> {
+    const dir = this.sandboxDir(providerSandboxId);
+    await (await SandboxCgroups.locate(providerSandboxId)).destroy();
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  private enforcedLimits(spec: SandboxSpec, cgroups: SandboxCgroups): EnforcedLimits {
+    return { lifetime_seconds: spec.timeoutSeconds, ...cgroups.enforced, exec_output_bytes: this.config.sandbox.execOutputLimitBytes };
+  }
+}
+
+function safeName(value: string, step: 'app' | 'volume', what: string): string {
+  if (typeof value !== 'string' || !SAFE_NAME.test(value)) throw new ProviderInvalidError(step, `invalid ${what}: ${String(value)}`);
+  return value;
+}
+
+/** The shown host directory (e.g. /var) that contains path, under its own or its resolved name. */
+function hostDirContaining(path: string): string | undefined {
+  const names = [path, realpathOrSelf(path)];
+  return HOST_SYSTEM_ENTRIES.map((entry) => `/${entry}`).find((dir) => names.some((name) => name.startsWith(`${dir}/`)));
+}
+
+function realpathOrSelf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+function validateSpec(spec: SandboxSpec): void {
+  const mountPath = spec.volumeMountPath;
+  if (!posix.isAbsolute(mountPath) || posix.normalize(mountPath) !== mountPath || mountPath === '/' || /^\/(proc|dev)(\/|$)/.test(mountPath) || /[\n\r\0]/.test(mountPath)) {
+    throw new ProviderInvalidError('volume', `volume mount path must be a normalized absolute path outside /, /proc and /dev: ${mountPath}`);
+  }
+  if (!posix.isAbsolute(spec.workdir)) throw new ProviderInvalidError('sandbox', `workdir must be an absolute path: ${spec.workdir}`);
+  if (!Number.isInteger(spec.timeoutSeconds) || spec.timeoutSeconds <= 0) throw new ProviderInvalidError('sandbox', 'timeoutSeconds must be a positive integer');
+  const invalid = Object.keys({ ...spec.env, ...secretValues(spec) }).find((name) => !isValidEnvName(name));
+  if (invalid !== undefined) throw new ProviderInvalidError('sandbox', `invalid environment variable name: ${invalid}`);
+}
+
+async function prepareSandboxDirs(dirs: SandboxDirs, overlays: OverlayMount[]): Promise<void> {
+  await Promise.all(overlays.flatMap((overlay) => [mkdir(overlay.upperDir, { recursive: true }), mkdir(overlay.workDir, { recursive: true })]));
+  await mkdir(dirs.root, { recursive: true });
+  await writeFile(dirs.fstab, sandboxFstab(overlays, dirs.root));
+}
+
+async function readPersistedState(file: string): Promise<PersistedState | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as PersistedState;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether pid still names the init of this sandbox (a reused pid lives in other cgroups). */
+async function isSandboxInit(pid: number, providerSandboxId: string): Promise<boolean> {
+  const cgroups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  return cgroups.includes(`/modal-sandboxes/${providerSandboxId}\n`);
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}

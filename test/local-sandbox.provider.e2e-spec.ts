@@ -1,0 +1,402 @@
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Logger } from '@nestjs/common';
+import { AppConfig } from '../src/config/app-config';
+import { LocalSandboxProvider } from '../src/integrations/sandbox/local/local-sandbox.provider';
+import type { ExecRequest, SandboxSpec } from '../src/integrations/sandbox/sandbox-provider';
+import { ImageStepFailedError, SandboxGoneError, UnsupportedImageError } from '../src/integrations/sandbox/sandbox-provider.errors';
+
+jest.setTimeout(60_000);
+
+const MAX_PROCESSES = 48;
+const ENV_MARKER = `marker-${process.pid}-${Date.now()}`;
+
+describe('LocalSandboxProvider on this host', () => {
+  let dataDir: string;
+  let provider: LocalSandboxProvider;
+  let counter = 0;
+
+  beforeAll(() => {
+    Logger.overrideLogger(false);
+    process.env.LOCAL_SANDBOX_TEST_MARKER = ENV_MARKER;
+    dataDir = mkdtempSync(join(tmpdir(), 'local-sandbox-e2e-'));
+    provider = new LocalSandboxProvider(
+      AppConfig.fromEnvironment({ DATA_DIR: dataDir, SANDBOX_MAX_PROCESSES: String(MAX_PROCESSES), SANDBOX_MEMORY_LIMIT_MB: '512', SANDBOX_CPU_LIMIT: '1' }),
+    );
+    provider.assertReady();
+  });
+
+  afterAll(async () => {
+    await provider.onModuleDestroy();
+    delete process.env.LOCAL_SANDBOX_TEST_MARKER;
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+    return {
+      sandboxId: `sbx${++counter}`,
+      accountId: 'acct-a',
+      dockerfileCommands: [],
+      volumeName: 'work',
+      volumeMountPath: '/workspace',
+      workdir: '/workspace',
+      env: {},
+      secrets: [],
+      network: 'open',
+      timeoutSeconds: 120,
+      ...overrides,
+    };
+  }
+
+  async function create(overrides: Partial<SandboxSpec> = {}, steps?: Array<{ index: number; cached: boolean }>): Promise<string> {
+    const handle = await provider.create(spec(overrides), { onImageStep: (step) => steps?.push({ index: step.index, cached: step.cached }) });
+    return handle.providerSandboxId;
+  }
+
+  async function run(id: string, argv: string[], request: Partial<ExecRequest> = {}) {
+    const execution = await provider.exec(id, { argv, ...request });
+    let stdout = '';
+    let stderr = '';
+    execution.stdout.on('data', (chunk) => (stdout += chunk));
+    execution.stderr.on('data', (chunk) => (stderr += chunk));
+    const exit = await execution.wait();
+    return { ...exit, stdout, stderr };
+  }
+
+  const sh = (id: string, script: string, request: Partial<ExecRequest> = {}) => run(id, ['/bin/sh', '-c', script], request);
+
+  /** Sandbox directories of sandboxes handed out (a prepared one waiting to be used has no state file yet). */
+  function handedOutSandboxDirs(): string[] {
+    return readdirSync(join(dataDir, 'sandboxes')).filter((entry) => existsSync(join(dataDir, 'sandboxes', entry, 'state.json')));
+  }
+
+  /** The pids cgroup directory of a host process. */
+  function pidsCgroupOf(pid: number): string {
+    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((entry) => /^\d+:pids:/.test(entry))!;
+    return join('/sys/fs/cgroup/pids', line.slice(line.indexOf(':pids:') + ':pids:'.length));
+  }
+
+  /** How many forks the pids limit has refused in that group. */
+  function forksRefused(pidsGroup: string): number {
+    return Number(/^max (\d+)/m.exec(readFileSync(join(pidsGroup, 'pids.events'), 'utf8'))?.[1] ?? 0);
+  }
+
+  /** Host pids whose cgroups name this sandbox. */
+  function hostProcessesOf(id: string): number[] {
+    return readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`/modal-sandboxes/${id}\n`);
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+  }
+
+  it('creates a sandbox, runs commands with their output and exit codes, and terminates it', async () => {
+    const handle = await provider.create(spec());
+    const id = handle.providerSandboxId;
+
+    expect(handle.limits).toEqual({ lifetime_seconds: 120, max_processes: MAX_PROCESSES, memory_bytes: 512 * 1024 * 1024, cpu_cores: 1, exec_output_bytes: 1024 * 1024 });
+    expect(await run(id, ['echo', 'hello from the sandbox'])).toMatchObject({ exitCode: 0, timedOut: false, stdout: 'hello from the sandbox\n' });
+    expect(await sh(id, 'echo oops >&2; exit 7')).toMatchObject({ exitCode: 7, stderr: 'oops\n' });
+    expect(await run(id, ['no-such-command'])).toMatchObject({ exitCode: 127 });
+    expect(await provider.status(id)).toEqual({ status: 'running' });
+
+    await provider.terminate(id);
+    await provider.terminate(id);
+
+    expect(await provider.status(id)).toEqual({ status: 'terminated', exitReason: 'terminated' });
+    await expect(provider.exec(id, { argv: ['true'] })).rejects.toBeInstanceOf(SandboxGoneError);
+    expect(hostProcessesOf(id)).toEqual([]);
+    expect(existsSync(join(dataDir, 'sandboxes', id))).toBe(false);
+    expect(await provider.reattach(id, spec())).toBe(false);
+    expect(handedOutSandboxDirs()).toEqual([]);
+  });
+
+  it('creates sandboxes concurrently, each with its own root and processes', async () => {
+    const ids = await Promise.all([create(), create(), create()]);
+
+    expect(new Set(ids).size).toBe(3);
+    const outputs = await Promise.all(ids.map((id, index) => sh(id, `echo ${index} > /root/mine && cat /root/mine && ls /proc | grep -c '^[0-9]'`)));
+    outputs.forEach((output, index) => expect(output).toMatchObject({ exitCode: 0, stdout: expect.stringMatching(new RegExp(`^${index}\n`)) }));
+    await Promise.all(ids.map((id) => provider.terminate(id)));
+  });
+
+  it('streams output while the command is still running', async () => {
+    const id = await create();
+    const execution = await provider.exec(id, { argv: ['/bin/sh', '-c', 'echo first; sleep 5; echo second'] });
+
+    const first = await new Promise<string>((resolve) => execution.stdout.once('data', (chunk) => resolve(String(chunk))));
+    expect(first).toBe('first\n');
+
+    await execution.kill();
+    expect(await execution.wait()).toMatchObject({ timedOut: false });
+    expect((await sh(id, 'cat /proc/[0-9]*/comm')).stdout).not.toContain('sleep');
+    await provider.terminate(id);
+  });
+
+  it('shares a volume between sandboxes of the account', async () => {
+    const writer = await create();
+    expect(await sh(writer, 'echo persisted > /workspace/note.txt')).toMatchObject({ exitCode: 0 });
+    await provider.terminate(writer);
+
+    const reader = await create();
+    expect(await run(reader, ['cat', '/workspace/note.txt'])).toMatchObject({ exitCode: 0, stdout: 'persisted\n' });
+    expect(readFileSync(join(dataDir, 'volumes', 'acct-a', 'work', 'note.txt'), 'utf8')).toBe('persisted\n');
+    await provider.terminate(reader);
+  });
+
+  it('gives every process the sandbox env, secrets, request env and workdir, and nothing of the service', async () => {
+    const id = await create({ env: { GREETING: 'hello world' }, secrets: [{ name: 'tokens', values: { SERVICE_TOKEN: "it's secret" } }] });
+
+    const { stdout } = await run(id, ['env'], { env: { EXTRA: '1' }, secretEnv: { MODEL_KEY: 'k-123' } });
+    const env = Object.fromEntries(stdout.trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+
+    expect(env).toMatchObject({ GREETING: 'hello world', SERVICE_TOKEN: "it's secret", EXTRA: '1', MODEL_KEY: 'k-123', HOME: '/root' });
+    expect(env.PATH.split(':')).toContain('/opt/claude-code/bin');
+    expect(stdout).not.toContain(ENV_MARKER);
+    expect(await run(id, ['pwd'])).toMatchObject({ stdout: '/workspace\n' });
+    expect(await run(id, ['pwd'], { workdir: '/tmp' })).toMatchObject({ stdout: '/tmp\n' });
+    expect(await sh(id, 'command -v claude')).toMatchObject({ exitCode: 0, stdout: '/opt/claude-code/bin/claude\n' });
+    await provider.terminate(id);
+  });
+
+  it('shows the Claude Code CLI in every sandbox, and a sandbox damaging its copy leaves the host binary intact', async () => {
+    const claudeBin = AppConfig.fromEnvironment({}).sandbox.claudeBin;
+    const sizeBefore = statSync(claudeBin).size;
+    const id = await create();
+
+    expect(await run(id, ['claude', '--version'])).toMatchObject({ exitCode: 0, stdout: expect.stringContaining('Claude Code') });
+    await sh(id, ': > /opt/claude-code/bin/claude');
+
+    expect(statSync(claudeBin).size).toBe(sizeBefore);
+    await provider.terminate(id);
+    const next = await create();
+    expect(await run(next, ['claude', '--version'])).toMatchObject({ exitCode: 0 });
+    await provider.terminate(next);
+  });
+
+  it('runs a command on a pseudo-terminal when asked', async () => {
+    const id = await create();
+
+    const { exitCode, stdout } = await sh(id, 'test -t 1 && echo on-a-tty', { pty: true });
+
+    expect(exitCode).toBe(0);
+    expect(stdout).toContain('on-a-tty');
+    await provider.terminate(id);
+  });
+
+  it('kills an exec at its timeout', async () => {
+    const id = await create();
+    const started = Date.now();
+
+    expect(await run(id, ['sleep', '30'], { timeoutSeconds: 1 })).toMatchObject({ timedOut: true, exitCode: 124 });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await provider.terminate(id);
+  });
+
+  describe('network', () => {
+    let server: Server;
+    let port: number;
+    let connections = 0;
+
+    beforeAll(async () => {
+      server = createServer((socket) => {
+        connections++;
+        socket.end();
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as { port: number }).port;
+    });
+    afterAll(() => new Promise((resolve) => server.close(resolve)));
+
+    it('"open" reaches a server on the host loopback, "none" reaches nothing', async () => {
+      const probe = `exec 3<>/dev/tcp/127.0.0.1/${port}`;
+      const open = await create({ network: 'open' });
+      const closed = await create({ network: 'none' });
+
+      expect(await run(open, ['bash', '-c', probe])).toMatchObject({ exitCode: 0 });
+      expect(connections).toBe(1);
+      expect((await run(closed, ['bash', '-c', probe])).exitCode).not.toBe(0);
+      expect(connections).toBe(1);
+      await provider.terminate(open);
+      await provider.terminate(closed);
+    });
+  });
+
+  describe('image steps', () => {
+    const installing = ['ENV TOOL_HOME=/usr/local/lib/demo-tool', 'RUN mkdir -p $TOOL_HOME && echo installed > $TOOL_HOME/marker', 'WORKDIR /srv/app'];
+
+    it('runs RUN lines in the sandbox with ENV and WORKDIR applied, and caches them for the next sandbox', async () => {
+      const firstSteps: Array<{ index: number; cached: boolean }> = [];
+      const first = await create({ dockerfileCommands: installing }, firstSteps);
+
+      expect(firstSteps).toEqual([{ index: 0, cached: false }, { index: 1, cached: false }, { index: 2, cached: false }]);
+      expect(await sh(first, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
+      expect(existsSync('/usr/local/lib/demo-tool')).toBe(false);
+      await provider.terminate(first);
+
+      const secondSteps: Array<{ index: number; cached: boolean }> = [];
+      const second = await create({ dockerfileCommands: installing }, secondSteps);
+
+      expect(secondSteps).toEqual([{ index: 0, cached: true }, { index: 1, cached: true }, { index: 2, cached: true }]);
+      expect(await sh(second, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
+      await provider.terminate(second);
+    });
+
+    it('reports a failing step by index and instruction, with its output, and leaves nothing behind', async () => {
+      const failing = provider.create(spec({ dockerfileCommands: ['RUN true', 'RUN echo broken >&2; exit 3'] }));
+
+      await expect(failing).rejects.toBeInstanceOf(ImageStepFailedError);
+      await expect(failing).rejects.toMatchObject({ stepIndex: 1, instruction: 'RUN echo broken >&2; exit 3', exitCode: 3, outputTail: 'broken\n' });
+      expect(handedOutSandboxDirs()).toEqual([]);
+    });
+
+    it('uses a root filesystem imported under IMAGES_DIR instead of the host view', async () => {
+      const image = join(dataDir, 'images', 'mini');
+      for (const [from, to] of [['/usr/bin/dash', 'bin/sh'], [realpathSync('/lib64/ld-linux-x86-64.so.2'), 'lib64/ld-linux-x86-64.so.2'], [realpathSync('/lib/x86_64-linux-gnu/libc.so.6'), 'lib/x86_64-linux-gnu/libc.so.6']]) {
+        mkdirSync(dirname(join(image, to)), { recursive: true });
+        copyFileSync(from, join(image, to));
+        chmodSync(join(image, to), 0o755);
+      }
+      const steps: Array<{ index: number; cached: boolean }> = [];
+      const id = await create({ imageBase: 'mini', dockerfileCommands: ['RUN echo built > /built'] }, steps);
+
+      expect(steps).toEqual([{ index: 0, cached: false }]);
+      expect(await sh(id, 'read line < /built; echo "$line"; echo x > /workspace/from-image')).toMatchObject({ exitCode: 0, stdout: 'built\n' });
+      expect((await run(id, ['ls', '/'])).exitCode).toBe(127);
+      expect(readFileSync(join(dataDir, 'volumes', 'acct-a', 'work', 'from-image'), 'utf8')).toBe('x\n');
+      await provider.terminate(id);
+    });
+
+    it('refuses registry images and unknown image names', async () => {
+      await expect(provider.create(spec({ imageBase: 'alpine:3.21' }))).rejects.toThrow(UnsupportedImageError);
+      await expect(provider.create(spec({ imageBase: 'alpine:3.21' }))).rejects.toThrow(/Modal provider .* IMAGES_DIR/);
+      await expect(provider.create(spec({ imageBase: 'no-such-image' }))).rejects.toThrow(UnsupportedImageError);
+    });
+  });
+
+  it('keeps system changes in the sandbox overlay: installs work and vanish on terminate', async () => {
+    const first = await create();
+    expect(await sh(first, 'echo x > /usr/bin/demo-installed && echo y > /etc/demo.conf && ls /usr/bin/demo-installed')).toMatchObject({ exitCode: 0 });
+    await provider.terminate(first);
+
+    const second = await create();
+    expect((await sh(second, 'ls /usr/bin/demo-installed || ls /etc/demo.conf')).exitCode).not.toBe(0);
+    expect(existsSync('/usr/bin/demo-installed')).toBe(false);
+    expect(existsSync('/etc/demo.conf')).toBe(false);
+    await provider.terminate(second);
+  });
+
+  describe('isolation', () => {
+    let id: string;
+
+    beforeAll(async () => {
+      id = await create();
+    });
+    afterAll(() => provider.terminate(id));
+
+    it('cannot read the service data directory or another account\'s volume', async () => {
+      writeFileSync(join(dataDir, 'service-secret.txt'), 'service');
+      await provider.ensureVolume('acct-b', 'work');
+      writeFileSync(join(dataDir, 'volumes', 'acct-b', 'work', 'theirs.txt'), 'theirs');
+
+      expect((await run(id, ['cat', join(dataDir, 'service-secret.txt')])).exitCode).not.toBe(0);
+      expect((await run(id, ['cat', join(dataDir, 'volumes', 'acct-b', 'work', 'theirs.txt')])).exitCode).not.toBe(0);
+      expect((await sh(id, 'ls -A /root /home | grep -v :')).stdout.trim()).toBe('');
+      expect((await run(id, ['cat', '/etc/shadow'])).exitCode).not.toBe(0);
+    });
+
+    it('cannot write to a host path outside its volume and overlay', async () => {
+      const canary = join(dataDir, 'canary.txt');
+      writeFileSync(canary, 'original');
+      const passwd = readFileSync('/etc/passwd', 'utf8');
+
+      await sh(id, `echo changed > ${canary}; echo 'intruder:x:0:0::/:/bin/sh' >> /etc/passwd; echo changed > /tmp/host-canary-${process.pid}`);
+
+      expect(readFileSync(canary, 'utf8')).toBe('original');
+      expect(readFileSync('/etc/passwd', 'utf8')).toBe(passwd);
+      expect(existsSync(`/tmp/host-canary-${process.pid}`)).toBe(false);
+    });
+
+    it('sees only its own processes and cannot signal the service or read its environment', async () => {
+      const pids = (await run(id, ['ls', '/proc'])).stdout.split('\n').filter((entry) => /^\d+$/.test(entry)).map(Number);
+
+      expect(pids.length).toBeLessThan(10);
+      expect(pids).not.toContain(process.pid);
+      expect((await run(id, ['kill', '-0', String(process.pid)])).exitCode).not.toBe(0);
+      expect((await run(id, ['cat', `/proc/${process.pid}/environ`])).exitCode).not.toBe(0);
+      expect((await sh(id, 'cat /proc/*/environ 2>/dev/null | tr "\\0" "\\n"')).stdout).not.toContain(ENV_MARKER);
+    });
+
+    it('cannot change kernel settings nor unlock or replace its read-only /proc', async () => {
+      const swappiness = readFileSync('/proc/sys/vm/swappiness', 'utf8').trim();
+
+      expect((await sh(id, `echo ${swappiness} > /proc/sys/vm/swappiness`)).exitCode).not.toBe(0);
+      expect((await run(id, ['mount', '-o', 'remount,rw', '/proc'])).exitCode).not.toBe(0);
+      expect((await run(id, ['umount', '-l', '/proc'])).exitCode).not.toBe(0);
+      expect((await run(id, ['mount', '-t', 'proc', 'proc', '/mnt'])).exitCode).not.toBe(0);
+      expect((await sh(id, 'test -w /proc/sys/vm/swappiness || echo read-only')).stdout).toBe('read-only\n');
+    });
+
+    it('kills a process that uses more memory than the limit', async () => {
+      const hog = await run(id, ['node', '-e', 'Buffer.alloc(700 * 1024 * 1024, 1); console.log("allocated")']);
+
+      expect(hog).toMatchObject({ exitCode: 137, stdout: '' });
+      expect(await run(id, ['echo', 'still here'])).toMatchObject({ exitCode: 0, stdout: 'still here\n' });
+    });
+
+    it('keeps a fork bomb under the process limit while the service stays responsive', async () => {
+      const bomb = await create({ timeoutSeconds: 60 });
+      const execution = await provider.exec(bomb, { argv: ['/bin/sh', '-c', 'bomb() { bomb & bomb & sleep 30; }; bomb 2>/dev/null'] });
+      const pidsGroup = pidsCgroupOf(hostProcessesOf(bomb)[0]);
+      const observed: number[] = [];
+      const lags: number[] = [];
+      // At least a second, longer until forks have failed at the limit (slow on a busy host).
+      for (let sample = 0; sample < 50 && (sample < 10 || forksRefused(pidsGroup) === 0); sample++) {
+        const tick = Date.now();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        lags.push(Date.now() - tick - 100);
+        observed.push(hostProcessesOf(bomb).length);
+      }
+
+      expect(forksRefused(pidsGroup)).toBeGreaterThan(0);
+      expect(Math.max(...observed)).toBeLessThanOrEqual(MAX_PROCESSES);
+      expect(Math.max(...lags)).toBeLessThan(1_000);
+
+      await provider.terminate(bomb);
+      expect(await execution.wait()).toMatchObject({ timedOut: false });
+      expect(hostProcessesOf(bomb)).toEqual([]);
+      expect(await provider.status(bomb)).toEqual({ status: 'terminated', exitReason: 'terminated' });
+    });
+  });
+
+  it('terminates a sandbox at the end of its lifetime and says why', async () => {
+    const id = await create({ timeoutSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+
+    expect(await provider.status(id)).toEqual({ status: 'terminated', exitReason: 'timeout', exitCode: 124 });
+    await expect(provider.exec(id, { argv: ['true'] })).rejects.toBeInstanceOf(SandboxGoneError);
+    expect(hostProcessesOf(id)).toEqual([]);
+  });
+
+  it('refuses at start-up a DATA_DIR inside a directory sandboxes see', () => {
+    const misplaced = new LocalSandboxProvider(AppConfig.fromEnvironment({ DATA_DIR: '/var/lib/modal-sandbox' }));
+
+    expect(() => misplaced.assertReady()).toThrow('DATA_DIR must not lie inside /var');
+  });
+
+  it('cleans up what a previous service run left behind when reattaching', async () => {
+    const leftover = join(dataDir, 'sandboxes', 'sbx-0123456789ab');
+    mkdirSync(join(leftover, 'upper', 'usr'), { recursive: true });
+    writeFileSync(join(leftover, 'state.json'), JSON.stringify({ initPid: process.pid, expiresAt: Date.now() + 60_000 }));
+
+    expect(await provider.reattach('sbx-0123456789ab', spec())).toBe(false);
+    expect(existsSync(leftover)).toBe(false);
+  });
+});
