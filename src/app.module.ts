@@ -1,4 +1,4 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule } from 'nestjs-pino';
 import type { DestinationStream } from 'pino';
@@ -23,7 +23,14 @@ export interface AppModuleOptions {
 }
 
 @Module({})
-export class AppModule {
+export class AppModule implements OnApplicationShutdown {
+  private readonly logger = new Logger(AppModule.name);
+
+  /** Runs after every module released its resources (sandboxes stopped, runs interrupted, database closed). */
+  onApplicationShutdown(signal?: string): void {
+    this.logger.log({ signal }, 'service shut down gracefully');
+  }
+
   static forRoot({ config, logDestination }: AppModuleOptions): DynamicModule {
     return {
       module: AppModule,

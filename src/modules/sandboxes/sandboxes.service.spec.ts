@@ -189,7 +189,7 @@ describe('SandboxesService', () => {
       expect(recorded.terminatedAt).toBeInstanceOf(Date);
     });
 
-    it('restores the requested snapshot into the volume before the sandbox starts', async () => {
+    it('restores the requested snapshot through the new sandbox before reporting it running', async () => {
       const steps: string[] = [];
       provider.ensureApp.mockImplementation(async () => void steps.push('app'));
       provider.ensureVolume.mockImplementation(async () => void steps.push('volume'));
@@ -205,8 +205,9 @@ describe('SandboxesService', () => {
 
       await service.create(ACCOUNT, USER, { init_from_s3: true, s3_bucket_name: 'team-bucket', s3_key_prefix: 'projects/demo/', snapshot_version: 4 });
 
-      expect(steps).toEqual(['app', 'volume', 'restore', 'create']);
-      expect(provider.volume).toHaveBeenCalledWith(ACCOUNT, 'default', undefined);
+      expect(steps).toEqual(['app', 'volume', 'create', 'restore']);
+      expect(provider.volume).toHaveBeenCalledWith(ACCOUNT, 'default', 'prov-new');
+      expect(saves[saves.length - 1]).toMatchObject({ status: 'running', providerSandboxId: 'prov-new' });
       expect(snapshots.restore).toHaveBeenCalledWith(volume, { bucket: 'team-bucket', keyPrefix: 'projects/demo/', accountId: ACCOUNT }, 4);
       expect(provider.create).toHaveBeenCalledWith(expect.objectContaining({ bucketMount: { bucket: 'team-bucket', keyPrefix: `projects/demo/${ACCOUNT}/`, readOnly: false } }));
     });
@@ -221,15 +222,17 @@ describe('SandboxesService', () => {
       expect(snapshots.restore).toHaveBeenCalledWith(volume, { bucket: 'workspaces', keyPrefix: '', accountId: ACCOUNT }, undefined);
     });
 
-    it('does not start a sandbox whose restore failed', async () => {
+    it('never reports running a sandbox whose restore failed, and stops it', async () => {
       const failure = new Error('bucket unreachable');
-      provider.ensureApp.mockResolvedValue(undefined);
-      provider.ensureVolume.mockResolvedValue(undefined);
+      engineStartsSandboxes();
+      provider.terminate.mockResolvedValue(undefined);
       provider.volume.mockReturnValue(volume);
       snapshots.restore.mockRejectedValue(failure);
 
       await expect(service.create(ACCOUNT, USER, { init_from_s3: true })).rejects.toBe(failure);
+      expect(saves.some((saved) => saved.status === 'running')).toBe(false);
       expect(saves[saves.length - 1]).toMatchObject({ status: 'error', error: 'bucket unreachable' });
+      expect(provider.terminate).toHaveBeenCalledTimes(1);
     });
   });
 

@@ -60,9 +60,14 @@ export class SandboxesService implements OnApplicationBootstrap {
     try {
       await this.provider.ensureApp(accountId);
       await this.provider.ensureVolume(accountId, config.volume_name);
-      if (config.init_from_s3) await this.restoreWorkspace(sandbox);
       const handle = await this.provider.create({ ...this.specOf(sandbox), secrets });
-      Object.assign(sandbox, { providerSandboxId: handle.providerSandboxId, limits: handle.limits, status: 'running' as const });
+      Object.assign(sandbox, { providerSandboxId: handle.providerSandboxId, limits: handle.limits });
+      // Restored through the running sandbox (Modal reaches volumes only that way), before anyone is told it runs.
+      if (config.init_from_s3) await this.restoreWorkspace(sandbox).catch(async (error) => {
+        await this.provider.terminate(handle.providerSandboxId).catch(() => undefined);
+        throw error;
+      });
+      sandbox.status = 'running';
       await this.sandboxes.save(sandbox);
       this.logger.log({ sandbox_id: sandbox.id, provider_sandbox_id: handle.providerSandboxId }, 'sandbox running');
       return sandbox;
