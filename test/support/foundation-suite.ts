@@ -20,6 +20,7 @@ describe(`foundation and auth on ${database}`, () => {
     const health = await call(app.url, 'GET', '/api/health');
     expect(health.status).toBe(200);
     expect(health.body.info.database.status).toBe('up');
+    expect(health.body.info.sandbox_engine).toEqual({ status: 'up', provider: 'local' });
     const docs = await call(app.url, 'GET', '/docs');
     expect(docs.status).toBe(200);
     expect(docs.text).toContain('swagger');

@@ -3,6 +3,7 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckResult, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
 import { RawResponse } from '../../common/response-envelope.interceptor';
 import { Public } from '../auth/auth-policy.decorator';
+import { SandboxEngineHealthIndicator } from './sandbox-engine.health';
 
 @ApiTags('health')
 @Controller('api/health')
@@ -10,14 +11,15 @@ export class HealthController {
   constructor(
     private readonly health: HealthCheckService,
     private readonly database: TypeOrmHealthIndicator,
+    private readonly sandboxEngine: SandboxEngineHealthIndicator,
   ) {}
 
   @Get()
   @Public()
   @RawResponse()
   @HealthCheck()
-  @ApiOperation({ operationId: 'getHealth', summary: 'Liveness and dependency health (database); 503 when a dependency is down' })
+  @ApiOperation({ operationId: 'getHealth', summary: 'Liveness and dependency health (database, sandbox engine); 503 when one is down' })
   check(): Promise<HealthCheckResult> {
-    return this.health.check([() => this.database.pingCheck('database', { timeout: 3000 })]);
+    return this.health.check([() => this.database.pingCheck('database', { timeout: 3000 }), () => this.sandboxEngine.check()]);
   }
 }
