@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { api, call } from './support/http';
 import { createMember, startTestApp, TestApp } from './support/test-app';
 
@@ -7,12 +10,20 @@ describe('sandbox API on the local bubblewrap provider', () => {
   let user: ReturnType<typeof api>;
   let other: ReturnType<typeof api>;
 
+  const secretsDir = mkdtempSync(join(tmpdir(), 'mss-secrets-'));
+  const SECRET_VALUE = 'ghp_sandbox-secret-value-42';
+
   beforeAll(async () => {
-    app = await startTestApp({ env: { SANDBOX_MAX_TIMEOUT_SECONDS: '7200' } });
+    const secretsFile = join(secretsDir, 'secrets.json');
+    writeFileSync(secretsFile, JSON.stringify({ github: { GITHUB_TOKEN: SECRET_VALUE } }));
+    app = await startTestApp({ env: { SANDBOX_MAX_TIMEOUT_SECONDS: '7200', SECRETS_FILE: secretsFile } });
     user = api(app.url, (await createMember(app)).token);
     other = api(app.url, (await createMember(app)).token);
   });
-  afterAll(() => app?.close({ purge: true }));
+  afterAll(async () => {
+    await app?.close({ purge: true });
+    rmSync(secretsDir, { recursive: true, force: true });
+  });
 
   const create = async (body: Record<string, unknown> = {}) => {
     const response = await user.post('/api/sandboxes', body);
@@ -51,6 +62,18 @@ describe('sandbox API on the local bubblewrap provider', () => {
     expect(read.body.data.stdout).toBe('persisted\nhello\n/mnt/workspace/sub\n');
     const override = await exec(reader, ['sh', '-c', 'echo "$GREETING"; pwd'], { env: { GREETING: 'per-exec' }, workdir: '/tmp' });
     expect(override.body.data.stdout).toBe('per-exec\n/tmp\n');
+  });
+
+  it('injects named secrets into the sandbox and never returns or logs their values', async () => {
+    const created = await user.post('/api/sandboxes', { secrets: ['github'] });
+    expect({ status: created.status, message: created.body.message }).toEqual({ status: 201, message: undefined });
+    expect(created.body.data.secrets).toEqual(['github']);
+    const id = created.body.data.sandbox_id;
+    const inside = await exec(id, ['sh', '-c', 'printf %s "$GITHUB_TOKEN"']);
+    expect(inside.body.data.stdout).toBe(SECRET_VALUE);
+    const listed = await user.get('/api/sandboxes');
+    const fetched = await user.get(`/api/sandboxes/${id}`);
+    for (const text of [created.text, listed.text, fetched.text, app.logs.join('\n')]) expect(text.includes(SECRET_VALUE)).toBe(false);
   });
 
   it('gives network "none" no network while "open" reaches a local server', async () => {
