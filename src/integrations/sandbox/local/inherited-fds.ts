@@ -3,7 +3,7 @@ import { openSync, readdirSync, readFileSync } from 'node:fs';
 
 const O_CLOEXEC = 0o2000000;
 
-type StdioEntry = IOType | StdioNull | StdioPipe | number;
+type StdioEntry = IOType | StdioNull | StdioPipe | 'ipc' | number;
 
 /**
  * Children of this process get stdio, plus any descriptor the service itself inherited without

@@ -1,13 +1,10 @@
-import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { ExecExit, SandboxProcess } from '../sandbox-provider';
+import type { SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
 
 /** Exit code reported when a time limit killed the process, as GNU timeout and Modal do. */
 export const TIMEOUT_EXIT_CODE = 124;
-/** The launcher itself could not be started (the shell's "cannot execute"). */
-const LAUNCH_FAILED_EXIT_CODE = 126;
 
 /** The host exit code of a process: its own code, or 128 + the number of the signal that ended it. */
 export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
@@ -29,27 +26,22 @@ export class LocalSandboxProcess implements SandboxProcess {
   private closed = false;
   private timer?: NodeJS.Timeout;
 
-  private constructor(private readonly child: ChildProcess) {
-    this.stdout = child.stdout!;
-    this.stderr = child.stderr!;
+  private constructor(private readonly child: SpawnedProcess) {
+    this.stdout = child.stdio[1];
+    this.stderr = child.stdio[2];
     this.exit = new Promise((resolve) => {
       const finish = (exitCode: number) => {
         this.closed = true;
         clearTimeout(this.timer);
         resolve({ exitCode: this.timedOut ? TIMEOUT_EXIT_CODE : exitCode, timedOut: this.timedOut });
       };
-      child.once('close', (code, signal) => finish(exitCodeOf(code, signal)));
-      child.once('error', () => finish(LAUNCH_FAILED_EXIT_CODE));
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => finish(exitCodeOf(code, signal)));
     });
-    child.stdin!.on('error', () => undefined); // it may have died before reading its script
   }
 
-  /**
-   * Spawns `sh -c hostScript` on the host with an empty environment; `stdio` begins with three
-   * pipes. Until begin() it does not hold the service open.
-   */
-  static spawn(sh: string, hostScript: string, stdio: StdioOptions): LocalSandboxProcess {
-    const process = new LocalSandboxProcess(spawn(sh, ['-c', hostScript], { stdio, env: {}, detached: true }));
+  /** Spawns `sh -c hostScript` on the host with an empty environment. Until begin() it does not hold the service open. */
+  static async spawn(spawner: SandboxSpawner, sh: string, hostScript: string): Promise<LocalSandboxProcess> {
+    const process = new LocalSandboxProcess(await spawner.spawn(sh, ['-c', hostScript], { stdioCount: 3, detached: true }));
     process.setReferenced(false);
     return process;
   }
@@ -62,7 +54,7 @@ export class LocalSandboxProcess implements SandboxProcess {
   begin(initPid: number, sandboxScript: string, timeoutSeconds?: number): this {
     this.setReferenced(true);
     if (timeoutSeconds) this.timer = setTimeout(() => this.expire(), timeoutSeconds * 1000);
-    this.child.stdin!.end(`${initPid}\n${sandboxScript}`);
+    this.child.stdio[0].end(`${initPid}\n${sandboxScript}`);
     return this;
   }
 
@@ -71,12 +63,12 @@ export class LocalSandboxProcess implements SandboxProcess {
   }
 
   async kill(): Promise<void> {
-    this.killGroup();
+    this.child.kill('SIGKILL');
     await this.exit;
   }
 
   private setReferenced(referenced: boolean): void {
-    for (const handle of [this.child, ...([this.child.stdin, this.child.stdout, this.child.stderr] as Socket[])]) {
+    for (const handle of [this.child, ...this.child.stdio]) {
       if (referenced) handle.ref();
       else handle.unref();
     }
@@ -84,17 +76,7 @@ export class LocalSandboxProcess implements SandboxProcess {
 
   private expire(): void {
     this.timedOut = true;
-    this.killGroup();
-  }
-
-  private killGroup(): void {
-    // Once closed, the group id may already belong to an unrelated process.
-    if (this.child.pid === undefined || this.closed) return;
-    try {
-      process.kill(-this.child.pid, 'SIGKILL');
-    } catch {
-      // the group is already gone
-    }
+    this.child.kill('SIGKILL');
   }
 }
 

@@ -35,6 +35,7 @@ import {
   secretValues,
 } from './sandbox-environment';
 import { SandboxLauncher } from './sandbox-launcher';
+import { SandboxSpawner } from './sandbox-spawner';
 import { HOST_SYSTEM_ENTRIES, isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-rootfs';
 
 /** Account ids, volume names and image names become directory names. */
@@ -52,7 +53,7 @@ interface PreparedSandbox {
   overlays: OverlayMount[];
   cgroups: SandboxCgroups;
   launcher: SandboxLauncher;
-  spare: LocalSandboxProcess;
+  spare: Promise<LocalSandboxProcess>;
 }
 
 interface LocalSandbox extends ProcessDefaults {
@@ -63,8 +64,8 @@ interface LocalSandbox extends ProcessDefaults {
   initPid: number;
   /** Absent for a sandbox found still running after a restart. */
   launcher?: SandboxLauncher;
-  /** An exec process waiting inside the sandbox for its command. */
-  spare?: LocalSandboxProcess;
+  /** An exec process waiting inside the sandbox for its command (or being spawned). */
+  spare?: Promise<LocalSandboxProcess>;
   state: SandboxState;
   lifetimeTimer?: NodeJS.Timeout;
   stopping?: Promise<void>;
@@ -90,7 +91,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   private readonly sandboxes = new Map<string, LocalSandbox>();
   private readonly located: ReturnType<typeof locateHostTools>;
   private readonly imageCache: ImageCache;
-  private readonly fdShield = new InheritedFdShield();
+  private readonly spawner: SandboxSpawner;
   private sandboxBase?: Promise<SandboxBase>;
   private abandonedSwept?: Promise<void>;
   private warm?: Promise<PreparedSandbox>;
@@ -100,6 +101,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     super();
     this.located = locateHostTools(config.sandbox.bwrapBin);
     this.imageCache = new ImageCache(this.dataPath('image-cache'), this.located.tools.cp ?? 'cp');
+    this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield());
   }
 
   isConfigured(): boolean {
@@ -121,6 +123,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       warm?.then((prepared) => this.discard(prepared)).catch(() => undefined),
       ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
     ]);
+    await this.spawner.close();
   }
 
   async ensureApp(accountId: string): Promise<void> {
@@ -303,7 +306,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
         cpuCores: this.config.sandbox.cpuLimit,
       });
       const argv = launchArgv({ tools, procsFiles: cgroups.procsFiles, fstab: dirs.fstab, rootDir: dirs.root });
-      launcher = SandboxLauncher.spawn(argv, this.fdShield.stdio(['pipe', 'pipe', 'pipe', 'pipe', 'pipe']));
+      launcher = await SandboxLauncher.spawn(this.spawner, argv);
       return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {
       launcher?.kill();
@@ -314,7 +317,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
 
   private async discard(prepared: PreparedSandbox): Promise<void> {
     const launcherExited = prepared.launcher.killAndWait();
-    void prepared.spare.kill();
+    void killSpare(prepared.spare);
     await prepared.cgroups.destroy();
     await launcherExited;
     await rm(prepared.dirs.base, { recursive: true, force: true });
@@ -357,18 +360,23 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       applyConfigStep(current, step);
       const argv = cached ? undefined : step.kind === 'run' ? ['/bin/sh', '-c', step.command] : step.kind === 'workdir' ? ['mkdir', '-p', '--', current.workdir] : undefined;
       if (!argv) continue;
-      const process = this.startProcess(sandbox, argv, current.env, step.kind === 'run' ? current.workdir : '/');
+      const process = await this.startProcess(sandbox, argv, current.env, step.kind === 'run' ? current.workdir : '/');
       const { exitCode, outputTail } = await runCapturingTail(process, STEP_OUTPUT_TAIL_BYTES);
       if (exitCode !== 0) throw new ImageStepFailedError(step.index, step.instruction, exitCode, outputTail);
     }
   }
 
   /** Runs argv through the sandbox's spare process (spawned ahead, already in its cgroups) or a new one. */
-  private startProcess(sandbox: LocalSandbox, argv: string[], env: Record<string, string>, workdir: string, timeoutSeconds?: number): LocalSandboxProcess {
+  private async startProcess(sandbox: LocalSandbox, argv: string[], env: Record<string, string>, workdir: string, timeoutSeconds?: number): Promise<LocalSandboxProcess> {
     const script = execStdinScript(env, workdir, argv);
     const spare = sandbox.spare;
-    sandbox.spare = undefined;
-    const process = spare && !spare.exited ? spare : this.spawnProcess(sandbox.cgroups);
+    sandbox.spare = undefined; // before awaiting, so that concurrent execs never share it
+    const ready = await spare?.catch(() => undefined);
+    const process = ready && !ready.exited ? ready : await this.spawnProcess(sandbox.cgroups);
+    if (sandbox.state.status !== 'running') {
+      await process.kill();
+      throw new SandboxGoneError(sandbox.id);
+    }
     setTimeout(() => this.provideSpare(sandbox), SPARE_DELAY_MS).unref();
     return process.begin(sandbox.initPid, script, timeoutSeconds);
   }
@@ -382,9 +390,11 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     sandbox.spare = this.spawnProcess(sandbox.cgroups);
   }
 
-  private spawnProcess(cgroups: SandboxCgroups): LocalSandboxProcess {
+  private spawnProcess(cgroups: SandboxCgroups): Promise<LocalSandboxProcess> {
     const tools = this.located.tools as HostTools;
-    return LocalSandboxProcess.spawn(tools.sh, execHostScript(tools, cgroups.procsFiles), this.fdShield.stdio(['pipe', 'pipe', 'pipe']));
+    const spawned = LocalSandboxProcess.spawn(this.spawner, tools.sh, execHostScript(tools, cgroups.procsFiles));
+    spawned.catch(() => undefined); // a spare that failed is replaced when taken
+    return spawned;
   }
 
   private armLifetime(sandbox: LocalSandbox, expiresAt: number): void {
@@ -397,7 +407,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   private stop(sandbox: LocalSandbox, final: SandboxState): Promise<void> {
     sandbox.stopping ??= (async () => {
       sandbox.state = final;
-      void sandbox.spare?.kill();
+      if (sandbox.spare) void killSpare(sandbox.spare);
       sandbox.spare = undefined;
       clearTimeout(sandbox.lifetimeTimer);
       const launcherExited = sandbox.launcher?.killAndWait();
@@ -469,6 +479,10 @@ async function readPersistedState(file: string): Promise<PersistedState | null> 
 async function isSandboxInit(pid: number, providerSandboxId: string): Promise<boolean> {
   const cgroups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
   return cgroups.includes(`/modal-sandboxes/${providerSandboxId}\n`);
+}
+
+async function killSpare(spare: Promise<LocalSandboxProcess>): Promise<void> {
+  await (await spare.catch(() => undefined))?.kill();
 }
 
 function killQuietly(pid: number): void {

@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { ProviderFailureError, ProviderTimeoutError } from '../sandbox-provider.errors';
 import { type LaunchParameters, launchParametersText, READY_LINE } from './sandbox-commands';
+import type { SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
 
 const START_TIMEOUT_MS = 15_000;
 const ERROR_TAIL_CHARS = 2000;
@@ -26,7 +26,7 @@ export class SandboxLauncher {
   private settle!: { resolve: (pid: number) => void; reject: (error: Error) => void };
   private timer?: NodeJS.Timeout;
 
-  private constructor(readonly process: ChildProcess) {
+  private constructor(readonly process: SpawnedProcess) {
     this.stdio = process.stdio.slice(0, 5) as [Socket, Socket, Socket, Socket, Socket];
     this.started = new Promise<number>((resolve, reject) => (this.settle = { resolve, reject }));
     this.started.catch(() => undefined); // a launcher may fail before anyone starts it
@@ -34,9 +34,9 @@ export class SandboxLauncher {
     this.setReferenced(false);
   }
 
-  /** Spawns the launcher with an empty environment; `stdio` holds five pipes (then any shielding). */
-  static spawn(argv: string[], stdio: StdioOptions): SandboxLauncher {
-    return new SandboxLauncher(spawn(argv[0], argv.slice(1), { stdio, env: {} }));
+  /** Spawns the launcher with an empty environment. */
+  static async spawn(spawner: SandboxSpawner, argv: string[]): Promise<SandboxLauncher> {
+    return new SandboxLauncher(await spawner.spawn(argv[0], argv.slice(1), { stdioCount: 5 }));
   }
 
   get exited(): boolean {
@@ -65,10 +65,9 @@ export class SandboxLauncher {
   }
 
   private listen(): void {
-    const [stdin, stdout, stderr, info, block] = this.stdio;
+    const [, stdout, stderr, info, block] = this.stdio;
     let infoText = '';
     let output = '';
-    stdin.on('error', () => undefined); // a launcher that died reports through 'close'
     // Read to its end: bwrap writes more after the pid, and would die of SIGPIPE on a closed pipe.
     info.on('data', (chunk: Buffer) => {
       infoText += chunk.toString();
@@ -96,7 +95,6 @@ export class SandboxLauncher {
     });
     const onEarlyExit = () => this.fail(new ProviderFailureError('sandbox', `the sandbox exited while starting: ${this.errors.trim() || 'no error output'}`));
     this.process.once('close', onEarlyExit);
-    this.process.once('error', (error) => this.fail(new ProviderFailureError('sandbox', `could not start the sandbox: ${error.message}`)));
   }
 
   /** Waiting or running, a launcher does not hold the service open; starting one does. */
@@ -108,7 +106,7 @@ export class SandboxLauncher {
   }
 
   private async mapUserNamespace(pidInNamespace: number): Promise<void> {
-    const pid = await hostPidOfInit(this.process.pid!, pidInNamespace);
+    const pid = await hostPidOfInit(this.process.pid, pidInNamespace);
     await writeFile(`/proc/${pid}/uid_map`, ID_MAP);
     await writeFile(`/proc/${pid}/gid_map`, ID_MAP);
     this.initPid = pid;
