@@ -24,7 +24,6 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
       exceptionFactory: (errors) => new BadRequestException(flattenValidationErrors(errors)),
     }),
   );
-  app.enableShutdownHooks();
   setUpSwagger(app);
   serveChatPage(app);
   return app;

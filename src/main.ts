@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { Logger } from '@nestjs/common';
+import { INestApplication, Logger } from '@nestjs/common';
 import { createApp } from './app.setup';
 import { AppConfig } from './config/app-config';
 import { ConfigValidationError } from './config/environment';
@@ -16,9 +16,31 @@ async function bootstrap(): Promise<void> {
     throw error;
   }
   const app = await createApp({ config });
+  stopGracefullyOn(['SIGTERM', 'SIGINT'], app);
   await app.listen(config.http.port, config.http.host);
   const url = `http://${config.http.host === '0.0.0.0' ? 'localhost' : config.http.host}:${config.http.port}`;
   new Logger('Bootstrap').log(`Listening on ${url} — API docs at ${url}/docs, chat page at ${url}/`);
+}
+
+const FORCED_EXIT_AFTER_MS = 15_000;
+
+/**
+ * On a signal: close the app (sandboxes stopped, runs interrupted, database closed) and let the
+ * process end by itself, so the last log lines are flushed; force the exit only if something hangs.
+ */
+function stopGracefullyOn(signals: NodeJS.Signals[], app: INestApplication): void {
+  const stop = (signal: NodeJS.Signals) => {
+    new Logger('Bootstrap').log(`${signal} received, shutting down`);
+    setTimeout(() => process.exit(1), FORCED_EXIT_AFTER_MS).unref();
+    app.close().then(
+      () => (process.exitCode = 0),
+      (error: Error) => {
+        new Logger('Bootstrap').error({ err: error }, 'shutdown failed');
+        process.exitCode = 1;
+      },
+    );
+  };
+  for (const signal of signals) process.once(signal, stop);
 }
 
 void bootstrap();

@@ -17,7 +17,8 @@ export function buildDataSourceOptions(config: AppConfig): DataSourceOptions {
     namingStrategy: new SnakeNamingStrategy(),
     uuidExtension: 'pgcrypto' as const,
     installExtensions: false,
-    logging: ['error', 'warn'] as ('error' | 'warn')[],
+    // Not 'error': TypeORM would print failed queries with their parameters (hashes, prompts); errors reach our filter.
+    logging: ['warn', 'migration'] as ('warn' | 'migration')[],
   };
   if (config.database.url) {
     return { ...common, url: config.database.url, poolSize: 10 };
