@@ -1,4 +1,5 @@
 import { epochNow } from './stats';
+import { parseSseBlock } from '../../test/support/sse-client';
 
 export interface TimedEvent {
   id?: string;
@@ -45,18 +46,6 @@ export async function followEvents(url: string, token: string): Promise<TimedEve
 }
 
 function parseBlock(block: string, receivedAt: number): TimedEvent | undefined {
-  const event: TimedEvent = { event: 'message', data: '', receivedAt };
-  const data: string[] = [];
-  for (const line of block.split('\n')) {
-    if (line === '' || line.startsWith(':')) continue;
-    const colon = line.indexOf(':');
-    const field = colon < 0 ? line : line.slice(0, colon);
-    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-    if (field === 'id') event.id = value;
-    else if (field === 'event') event.event = value;
-    else if (field === 'data') data.push(value);
-  }
-  if (data.length === 0 && event.id === undefined) return undefined;
-  event.data = data.join('\n');
-  return event;
+  const event = parseSseBlock(block);
+  return event && { ...event, receivedAt };
 }

@@ -31,7 +31,7 @@ export async function readSse(url: string, options: { token: string; lastEventId
       while ((boundary = buffer.indexOf('\n\n')) >= 0) {
         const block = buffer.slice(0, boundary);
         buffer = buffer.slice(boundary + 2);
-        const event = parseBlock(block);
+        const event = parseSseBlock(block);
         if (!event) continue;
         events.push(event);
         if (event.event === 'done' || (options.stopAfter !== undefined && events.length >= options.stopAfter)) {
@@ -46,7 +46,8 @@ export async function readSse(url: string, options: { token: string; lastEventId
   return { events, raw, contentType: response.headers.get('content-type') };
 }
 
-function parseBlock(block: string): SseEvent | undefined {
+/** One SSE message block (the text between blank lines) → its fields; comments are ignored. */
+export function parseSseBlock(block: string): SseEvent | undefined {
   const event: SseEvent = { event: 'message', data: '' };
   const data: string[] = [];
   for (const line of block.split('\n')) {
