@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Headers, HttpCode, HttpStatus, MessageEvent, Param, ParseUUIDPipe, Post, Query, Res, Sse } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, HttpStatus, MessageEvent, Param, ParseUUIDPipe, Post, Query, Res, Sse, UseGuards } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiProduces, ApiQuery, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { interval, map, merge, Observable } from 'rxjs';
@@ -9,8 +9,8 @@ import { Authenticated } from '../auth/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
 import { CreateRunDto, RunCreatedResponse, RunResponse } from './run.dto';
 import { RunEventLog, StoredEvent } from './run-event-log';
+import { RunStreamGuard } from './run-stream.guard';
 import { RunsService } from './runs.service';
-import { InvalidInputError } from '../../common/domain-error';
 
 const CLAUDE_LINE_TYPES = new Set(['system', 'assistant', 'user', 'stream_event', 'result']);
 
@@ -59,19 +59,13 @@ export class RunsController {
   }
 
   @Sse('runs/:run_id/events')
+  @UseGuards(RunStreamGuard)
   @RawResponse()
   @ApiOperation({ operationId: 'streamRunEvents', summary: 'Server-Sent Events of the run: replay after Last-Event-ID (or ?after=), then live, ending with done' })
   @ApiProduces('text/event-stream')
   @ApiQuery({ name: 'after', required: false, description: 'Replay events with a sequence number above this one' })
-  async stream(
-    @CurrentUser() user: AuthenticatedUser,
-    @Param('id', new ParseUUIDPipe()) sandboxId: string,
-    @Param('run_id', new ParseUUIDPipe()) runId: string,
-    @Headers('last-event-id') lastEventId?: string,
-    @Query('after') after?: string,
-  ): Promise<Observable<MessageEvent>> {
-    await this.runs.get(user.accountId, sandboxId, runId);
-    const events = this.events.follow(runId, parseSeq(lastEventId ?? after)).pipe(map(toMessageEvent));
+  stream(@Param('run_id') runId: string, @Headers('last-event-id') lastEventId?: string, @Query('after') after?: string): Observable<MessageEvent> {
+    const events = this.events.follow(runId, Number(lastEventId ?? after ?? 0)).pipe(map(toMessageEvent));
     const heartbeat = interval(this.config.claude.sseHeartbeatSeconds * 1000).pipe(map((): MessageEvent => ({ comment: 'ping' }) as unknown as MessageEvent));
     return new Observable<MessageEvent>((subscriber) => {
       const beats = heartbeat.subscribe(subscriber);
@@ -113,10 +107,4 @@ function seedLineOf(event: StoredEvent): string | undefined {
   if (CLAUDE_LINE_TYPES.has(event.type)) return JSON.stringify(event.data);
   if (event.type === 'output') return (event.data as { line: string }).line;
   return undefined;
-}
-
-function parseSeq(value: string | undefined): number {
-  if (value === undefined || value === '') return 0;
-  if (!/^\d{1,9}$/.test(value)) throw new InvalidInputError('Last-Event-ID / after must be an event sequence number');
-  return Number(value);
 }

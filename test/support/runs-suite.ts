@@ -1,11 +1,13 @@
-import { FakeAnthropic, requestTexts } from './support/fake-anthropic';
-import { api } from './support/http';
-import { readSse } from './support/sse-client';
-import { createMember, startTestApp, TestApp } from './support/test-app';
+import { FakeAnthropic, requestTexts } from './fake-anthropic';
+import { api } from './http';
+import { readSse } from './sse-client';
+import { createMember, DatabaseKind, startTestApp, TestApp } from './test-app';
 
 const API_KEY = 'sk-ant-test-secret-value-123';
 
-describe('Claude Code runs in local sandboxes, streamed over SSE', () => {
+/** The runs suite, on one database kind (test/runs.*.e2e-spec.ts run it on each). */
+export function describeRuns(database: DatabaseKind): void {
+describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`, () => {
   let fake: FakeAnthropic;
   let app: TestApp;
   let token: string;
@@ -13,7 +15,7 @@ describe('Claude Code runs in local sandboxes, streamed over SSE', () => {
 
   beforeAll(async () => {
     fake = await FakeAnthropic.start({ delayMs: 5 });
-    app = await startTestApp({ env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '8', SSE_HEARTBEAT_SECONDS: '1' } });
+    app = await startTestApp({ database, env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '8', SSE_HEARTBEAT_SECONDS: '1' } });
     token = (await createMember(app)).token;
     user = api(app.url, token);
   });
@@ -166,6 +168,9 @@ describe('Claude Code runs in local sandboxes, streamed over SSE', () => {
     expect((await other.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).status).toBe(404);
     expect((await other.post(`/api/sandboxes/${sandboxId}/runs/${runId}/cancel`)).status).toBe(404);
     expect((await other.get(`/api/sandboxes/${sandboxId}/runs/${runId}/events`)).status).toBe(404);
+    expect((await user.get(`/api/sandboxes/${sandboxId}/runs/not-a-run/events`)).status).toBe(404);
+    const badResume = await user.get(`/api/sandboxes/${sandboxId}/runs/${runId}/events`, { 'last-event-id': 'yesterday' });
+    expect({ status: badResume.status, message: badResume.body.message }).toEqual({ status: 400, message: 'Last-Event-ID / after must be an event sequence number' });
     expect((await user.post(`/api/sandboxes/${sandboxId}/runs`, { prompt: '' })).status).toBe(400);
     expect((await user.post(`/api/sandboxes/${sandboxId}/runs`, { prompt: 'x'.repeat(100_001) })).status).toBe(400);
   });
@@ -175,6 +180,9 @@ describe('Claude Code runs in local sandboxes, streamed over SSE', () => {
   });
 });
 
+}
+
+export function describeRunsWithoutCredentials(): void {
 describe('runs without model credentials', () => {
   let app: TestApp;
   beforeAll(async () => {
@@ -190,3 +198,4 @@ describe('runs without model credentials', () => {
     expect(response.body.message).toContain('ANTHROPIC_API_KEY');
   });
 });
+}

@@ -1,0 +1,4 @@
+import { describeRuns, describeRunsWithoutCredentials } from './support/runs-suite';
+
+describeRuns('pglite');
+describeRunsWithoutCredentials();

@@ -1,0 +1,3 @@
+import { describeRuns } from './support/runs-suite';
+
+describeRuns('postgres');
