@@ -10,6 +10,7 @@ missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v ps >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]} with apt-get"
   $SUDO apt-get update -qq
