@@ -34,6 +34,14 @@ export abstract class SandboxProvider {
    */
   abstract reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean>;
 
+  /**
+   * For boot-time reconciliation: the engine's running sandboxes of an account, or undefined when
+   * the engine cannot outlive the service (local: every sandbox dies with it), so none can be orphaned.
+   */
+  async runningSandboxIds(_accountId: string): Promise<string[] | undefined> {
+    return undefined;
+  }
+
   /** Files of an account's volume, for snapshots, restore and the files API. */
   abstract volume(accountId: string, volumeName: string, providerSandboxId?: string): VolumeAccess;
 }

@@ -36,7 +36,7 @@ describe('SandboxesService', () => {
     for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
     rows = new Map();
     saves = [];
-    repository = strictMock<Repository<Sandbox>>('sandboxRepository', ['create', 'save', 'findOneBy', 'findBy', 'update']);
+    repository = strictMock<Repository<Sandbox>>('sandboxRepository', ['create', 'save', 'findOneBy', 'findBy', 'update', 'createQueryBuilder']);
     repository.create.mockImplementation(((fields: Partial<Sandbox>) => Object.assign(new Sandbox(), fields)) as never);
     repository.save.mockImplementation((async (sandbox: Sandbox) => {
       sandbox.id ??= `00000000-0000-4000-8000-${String(rows.size + 1).padStart(12, '0')}`;
@@ -49,7 +49,7 @@ describe('SandboxesService', () => {
       const row = rows.get(where.id);
       return row?.accountId === where.accountId ? row : null;
     }) as never);
-    provider = strictMock<SandboxProvider>('provider', ['isConfigured', 'ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume'], { kind: 'local' });
+    provider = strictMock<SandboxProvider>('provider', ['isConfigured', 'ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds'], { kind: 'local' });
     secrets = strictMock<SecretsStore>('secrets', ['resolve']);
     secrets.resolve.mockImplementation((names) => names.map((name) => ({ name, values: SECRET_VALUES[name] })));
     snapshots = strictMock<SnapshotEngine>('snapshots', ['snapshot', 'restore']);
@@ -393,6 +393,9 @@ describe('SandboxesService', () => {
         return providerSandboxId === 'prov-alive';
       });
 
+      accountsWithSandboxes([ACCOUNT]);
+      provider.runningSandboxIds.mockResolvedValue(undefined);
+
       await service.onApplicationBootstrap();
 
       expect(provider.reattach).toHaveBeenCalledWith('prov-alive', expect.objectContaining({ sandboxId: alive.id, volumeName: 'default', workdir: '/mnt/workspace' }));
@@ -402,7 +405,37 @@ describe('SandboxesService', () => {
       }
       expect(provider.reattach).toHaveBeenCalledTimes(3);
     });
+
+    it('stops engine sandboxes that no row accounts for, and only those', async () => {
+      const alive = storedSandbox({ providerSandboxId: 'prov-alive' });
+      repository.findBy.mockResolvedValueOnce([alive]);
+      provider.reattach.mockResolvedValue(true);
+      accountsWithSandboxes([ACCOUNT, OTHER_ACCOUNT]);
+      provider.runningSandboxIds.mockImplementation(async (accountId) => (accountId === ACCOUNT ? ['prov-alive', 'prov-orphan'] : ['prov-other-orphan']));
+      provider.terminate.mockResolvedValue(undefined);
+
+      await service.onApplicationBootstrap();
+
+      expect(provider.terminate.mock.calls.map(([id]) => id).sort()).toEqual(['prov-orphan', 'prov-other-orphan']);
+      expect(alive.status).toBe('running');
+    });
+
+    it('leaves everything alone when the engine cannot list its sandboxes', async () => {
+      repository.findBy.mockResolvedValueOnce([]);
+      accountsWithSandboxes([ACCOUNT]);
+      provider.runningSandboxIds.mockRejectedValue(new ProviderUnavailableError('sandbox', 'engine down'));
+
+      await service.onApplicationBootstrap();
+
+      expect(provider.terminate).not.toHaveBeenCalled();
+    });
   });
+
+  /** The accounts the boot-time reconciliation finds in the sandbox table. */
+  function accountsWithSandboxes(accountIds: string[]): void {
+    const rawRows = accountIds.map((accountId) => ({ accountId }));
+    repository.createQueryBuilder.mockReturnValue({ select: () => ({ getRawMany: async () => rawRows }) } as never);
+  }
 
   describe('exec', () => {
     function finishedProcess(stdout: string, stderr: string, exit: ExecExit): SandboxProcess {

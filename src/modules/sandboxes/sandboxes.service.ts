@@ -37,16 +37,36 @@ export class SandboxesService implements OnApplicationBootstrap {
     private readonly config: AppConfig,
   ) {}
 
-  /** After a restart: re-attach what still runs, record the rest as ended by the restart. */
+  /**
+   * After a restart: re-attach what still runs, record the rest as ended by the restart, and stop
+   * engine sandboxes no row accounts for (e.g. the service died between creating one and saving it).
+   */
   async onApplicationBootstrap(): Promise<void> {
     const active = await this.sandboxes.findBy({ status: In(ACTIVE) });
+    const attached = new Set<string>();
     for (const sandbox of active) {
       const alive = sandbox.providerSandboxId !== null && (await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox)).catch(() => false));
       if (alive) {
+        attached.add(sandbox.providerSandboxId!);
         this.logger.log({ sandbox_id: sandbox.id }, 'sandbox re-attached after restart');
         continue;
       }
       await this.markEnded(sandbox, 'terminated', 'service_restarted');
+    }
+    await this.terminateOrphans(attached);
+  }
+
+  private async terminateOrphans(attached: Set<string>): Promise<void> {
+    const accounts: { accountId: string }[] = await this.sandboxes.createQueryBuilder('sandbox').select('DISTINCT sandbox.account_id', 'accountId').getRawMany();
+    for (const { accountId } of accounts) {
+      const running = await this.provider.runningSandboxIds(accountId).catch((error) => {
+        this.logger.warn({ account_id: accountId, error: describe(error) }, 'could not list the engine’s sandboxes');
+        return undefined;
+      });
+      for (const orphan of running?.filter((id) => !attached.has(id)) ?? []) {
+        await this.provider.terminate(orphan).catch(() => undefined);
+        this.logger.warn({ account_id: accountId, provider_sandbox_id: orphan }, 'orphaned engine sandbox terminated');
+      }
     }
   }
 

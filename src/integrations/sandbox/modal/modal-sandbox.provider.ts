@@ -166,6 +166,11 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     return true;
   }
 
+  /** Every sandbox this service creates carries the account_id tag (see create). */
+  override runningSandboxIds(accountId: string): Promise<string[]> {
+    return this.reconcile({ account_id: accountId });
+  }
+
   /** For boot-time reconciliation: ids of the running Modal sandboxes that carry all these tags. */
   async reconcile(tags: Record<string, string>): Promise<string[]> {
     const modal = this.modal('sandbox');
