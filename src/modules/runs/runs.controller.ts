@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Headers, HttpCode, HttpStatus, MessageEvent, Param, ParseUUIDPipe, Post, Query, Res, Sse, UseGuards } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiProduces, ApiQuery, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { interval, map, merge, Observable } from 'rxjs';
+import { interval, map, Observable } from 'rxjs';
 import { AppConfig } from '../../config/app-config';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { RawResponse } from '../../common/response-envelope.interceptor';

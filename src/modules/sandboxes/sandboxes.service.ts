@@ -4,7 +4,7 @@ import { In, LessThan, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
 import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
-import { DomainError, InvalidInputError } from '../../common/domain-error';
+import { InvalidInputError } from '../../common/domain-error';
 import { KeyedLock } from '../../common/keyed-lock';
 import { assertSafeKeyPrefix } from '../snapshots/manifest';
 import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
@@ -304,5 +304,5 @@ function decodeCursor(cursor: string): { createdAt: string; id: string } {
 }
 
 function describe(error: unknown): string {
-  return error instanceof DomainError || error instanceof Error ? error.message : String(error);
+  return error instanceof Error ? error.message : String(error);
 }
