@@ -23,7 +23,11 @@ export class AppConfig {
     maxTimeoutSeconds: number;
     maxProcesses: number;
     memoryLimitMb: number;
-    cpuLimit?: number;
+    cpuLimit: number;
+    diskLimitMb: number;
+    /** Host uid/gid range that sandbox ids 0… map to. */
+    uidBase: number;
+    uidCount: number;
     execOutputLimitBytes: number;
     execDefaultTimeoutSeconds: number;
     bwrapBin: string;
@@ -77,6 +81,9 @@ export class AppConfig {
       maxProcesses: env.SANDBOX_MAX_PROCESSES,
       memoryLimitMb: env.SANDBOX_MEMORY_LIMIT_MB,
       cpuLimit: env.SANDBOX_CPU_LIMIT,
+      diskLimitMb: env.SANDBOX_DISK_LIMIT_MB,
+      uidBase: env.SANDBOX_UID_BASE,
+      uidCount: env.SANDBOX_UID_COUNT,
       execOutputLimitBytes: env.EXEC_OUTPUT_LIMIT_BYTES,
       execDefaultTimeoutSeconds: env.EXEC_DEFAULT_TIMEOUT_SECONDS,
       bwrapBin: env.BWRAP_BIN,

@@ -3,6 +3,7 @@ import {
   IsEmail,
   IsIn,
   IsInt,
+  IsNumber,
   IsOptional,
   IsString,
   Matches,
@@ -13,6 +14,8 @@ import {
 } from 'class-validator';
 
 const toInt = ({ value }: { value: unknown }) =>
+  value === undefined || value === '' ? undefined : Number(value);
+const toNumber = ({ value }: { value: unknown }) =>
   value === undefined || value === '' ? undefined : Number(value);
 const emptyToUndefined = ({ value }: { value: unknown }) => (value === '' ? undefined : value);
 
@@ -76,8 +79,20 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(toInt) @IsInt() @Min(64)
   SANDBOX_MEMORY_LIMIT_MB: number = 4096;
 
-  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
-  SANDBOX_CPU_LIMIT?: number;
+  /** Cores per sandbox; fractions allowed (0.5). */
+  @IsOptional() @Transform(toNumber) @IsNumber({}, { message: 'SANDBOX_CPU_LIMIT must be a number of cores' }) @Min(0.01)
+  SANDBOX_CPU_LIMIT: number = 1;
+
+  /** Per sandbox: its writable layer, and each volume, are filesystems of this size. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(64)
+  SANDBOX_DISK_LIMIT_MB: number = 10240;
+
+  /** First host uid/gid of the range sandbox uids 0… map to (an /etc/subuid-style range no real user may use). */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1000) @Max(4_294_000_000)
+  SANDBOX_UID_BASE: number = 100_000;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(65536) @Max(1_000_000)
+  SANDBOX_UID_COUNT: number = 65_536;
 
   @IsOptional() @Transform(toInt) @IsInt() @Min(1024)
   EXEC_OUTPUT_LIMIT_BYTES: number = 1024 * 1024;
