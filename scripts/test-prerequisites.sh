@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a Debian/Ubuntu machine (run as root or with sudo):
-# bubblewrap for the local sandboxes, Chromium for the browser tests, a running PostgreSQL.
+# bubblewrap, a C compiler and libseccomp for the local sandboxes (their helper is built from C), Chromium for the browser tests, a running PostgreSQL.
 set -euo pipefail
 
 SUDO=""
@@ -9,7 +9,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 command -v ps >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]} with apt-get"

@@ -1,5 +1,6 @@
-import { accessSync, constants } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { SandboxHelper } from './sandbox-commands';
 
 /** Where system binaries are looked up; the service's own PATH is never consulted. */
 const SYSTEM_BIN_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -8,7 +9,7 @@ const SYSTEM_BIN_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr
 export interface HostTools {
   bwrap: string;
   unshare: string;
-  nsenter: string;
+  setpriv: string;
   mount: string;
   mknod: string;
   cp: string;
@@ -19,7 +20,7 @@ export interface HostTools {
 const PACKAGE_OF: Record<keyof HostTools, string> = {
   bwrap: 'bubblewrap',
   unshare: 'util-linux',
-  nsenter: 'util-linux',
+  setpriv: 'util-linux',
   mount: 'mount',
   mknod: 'coreutils',
   cp: 'coreutils',
@@ -28,7 +29,7 @@ const PACKAGE_OF: Record<keyof HostTools, string> = {
 
 /** Finds every tool; `missing` names the ones not found together with the Debian package providing them. */
 export function locateHostTools(bwrapBin: string): { tools: Partial<HostTools>; missing: Array<{ tool: keyof HostTools; pkg: string }> } {
-  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', nsenter: 'nsenter', mount: 'mount', mknod: 'mknod', cp: 'cp', sh: 'sh' };
+  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', mknod: 'mknod', cp: 'cp', sh: 'sh' };
   const tools: Partial<HostTools> = {};
   const missing: Array<{ tool: keyof HostTools; pkg: string }> = [];
   for (const tool of Object.keys(names) as Array<keyof HostTools>) {
@@ -51,4 +52,21 @@ function isExecutable(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The engine's helper and its seccomp filter, built by `npm run build` (scripts/build-native.sh)
+ * into dist/native of the project; undefined when they have not been built.
+ */
+export function locateSandboxHelper(): SandboxHelper | undefined {
+  const nativeDir = join(projectRoot(), 'dist', 'native');
+  const helper = { binary: join(nativeDir, 'sandbox-helper'), seccompFilter: join(nativeDir, 'sandbox-seccomp.bpf') };
+  return isExecutable(helper.binary) && existsSync(helper.seccompFilter) ? helper : undefined;
+}
+
+/** The nearest directory above this file holding a package.json (from src/ or from dist/src/). */
+function projectRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }

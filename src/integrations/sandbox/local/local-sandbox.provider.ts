@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { AppConfig } from '../../../config/app-config';
@@ -18,13 +18,13 @@ import {
 } from '../sandbox-provider';
 import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError, UnsupportedImageError } from '../sandbox-provider.errors';
 import { prepareSandboxBase, type SandboxBase } from './host-base';
-import { type HostTools, locateHostTools } from './host-tools';
+import { type HostTools, locateHostTools, locateSandboxHelper } from './host-tools';
 import { ImageCache, imageCacheKey } from './image-cache';
 import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
 import { SandboxCgroups } from './sandbox-cgroups';
-import { execHostScript, execStdinScript, isValidEnvName, launchArgv, ptyArgv } from './sandbox-commands';
+import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper } from './sandbox-commands';
 import {
   applyConfigStep,
   exitedState,
@@ -36,7 +36,8 @@ import {
 } from './sandbox-environment';
 import { SandboxLauncher } from './sandbox-launcher';
 import { SandboxSpawner } from './sandbox-spawner';
-import { HOST_SYSTEM_ENTRIES, isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-rootfs';
+import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
+import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
 
 /** Account ids, volume names and image names become directory names. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -90,6 +91,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   private readonly logger = new Logger(LocalSandboxProvider.name);
   private readonly sandboxes = new Map<string, LocalSandbox>();
   private readonly located: ReturnType<typeof locateHostTools>;
+  private readonly helper: SandboxHelper | undefined;
+  private readonly ids: IdRange;
   private readonly imageCache: ImageCache;
   private readonly spawner: SandboxSpawner;
   private sandboxBase?: Promise<SandboxBase>;
@@ -100,6 +103,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   constructor(private readonly config: AppConfig) {
     super();
     this.located = locateHostTools(config.sandbox.bwrapBin);
+    this.helper = locateSandboxHelper();
+    this.ids = { base: config.sandbox.uidBase, count: config.sandbox.uidCount };
     this.imageCache = new ImageCache(this.dataPath('image-cache'), this.located.tools.cp ?? 'cp');
     this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield());
   }
@@ -130,12 +135,18 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     await mkdir(this.dataPath('apps', `app-${safeName(accountId, 'app', 'account id')}`), { recursive: true });
   }
 
+  /** A volume is a directory owned by the sandbox's root (host uid ids.base). */
   async ensureVolume(accountId: string, volumeName: string): Promise<void> {
-    await mkdir(this.volumeDir(accountId, volumeName), { recursive: true });
+    const dir = this.volumeDir(accountId, volumeName);
+    await mkdir(dir, { recursive: true });
+    if ((await stat(dir)).uid !== this.ids.base) {
+      await chown(dir, this.ids.base, this.ids.base);
+      await chmod(dir, 0o755);
+    }
   }
 
   volume(accountId: string, volumeName: string): VolumeAccess {
-    return new LocalVolumeAccess(this.volumeDir(accountId, volumeName));
+    return new LocalVolumeAccess(this.volumeDir(accountId, volumeName), { uid: this.ids.base, gid: this.ids.base });
   }
 
   async create(spec: SandboxSpec, hooks: CreateHooks = {}): Promise<SandboxHandle> {
@@ -223,6 +234,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       return `missing host tools ${missing.map((entry) => entry.tool).join(', ')}: run \`apt-get install ${[...new Set(missing.map((entry) => entry.pkg))].join(' ')}\``;
     }
     if (process.getuid?.() !== 0) return 'the local sandbox engine must run as root (it mounts overlays and manages cgroups)';
+    if (!this.helper) return 'the sandbox helper is not built: run `npm run build` (it needs `apt-get install gcc libseccomp-dev`)';
+    const user = hostAccountInRange(this.ids);
+    if (user) return `SANDBOX_UID_BASE/SANDBOX_UID_COUNT (${this.ids.base}+${this.ids.count}) overlap the host account ${user}: choose a range no host user or group uses`;
     for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
       if (!isMountSafePath(path)) return `${name} must not contain whitespace, commas, colons or backslashes (it is used in overlay mounts): ${path}`;
     }
@@ -296,17 +310,17 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     await this.abandonedSwept;
     const id = `sbx-${randomBytes(6).toString('hex')}`;
     const dirs = new SandboxDirs(this.sandboxDir(id));
-    const overlays = dirs.overlays(...(await this.rootLayers(imageRoot, cachedLayers)));
+    const { overlays, idmappedLayers } = this.shiftedOverlays(dirs, ...(await this.rootLayers(imageRoot, cachedLayers)));
     let launcher: SandboxLauncher | undefined;
     try {
-      await prepareSandboxDirs(dirs, overlays);
+      await prepareSandboxDirs(dirs, overlays, idmappedLayers, this.ids);
       const cgroups = await SandboxCgroups.create(id, {
         maxProcesses: this.config.sandbox.maxProcesses,
         memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
         cpuCores: this.config.sandbox.cpuLimit,
       });
-      const argv = launchArgv({ tools, procsFiles: cgroups.procsFiles, fstab: dirs.fstab, rootDir: dirs.root });
-      launcher = await SandboxLauncher.spawn(this.spawner, argv);
+      const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, fstab: dirs.fstab, rootDir: dirs.root });
+      launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
       return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {
       launcher?.kill();
@@ -329,6 +343,25 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     for (const id of ids.filter((name) => SANDBOX_ID.test(name))) {
       if (!existsSync(new SandboxDirs(this.sandboxDir(id)).stateFile)) await this.removeLeftovers(id);
     }
+  }
+
+  /**
+   * The overlays with every host-owned lower layer replaced by an idmapped mount of it, so that
+   * host root's files look owned by the sandbox's root (apt-get works) while nothing the sandbox
+   * writes is ever owned by a host uid outside its range. Cached step results were written by a
+   * sandbox, are already in its range, and stay as they are.
+   */
+  private shiftedOverlays(dirs: SandboxDirs, rootLowerDirs: string[], subLayers: Array<{ name: string; lowerDirs: string[] }>) {
+    const cacheDir = `${this.dataPath('image-cache')}/`;
+    const idmapped = new Map<string, string>();
+    const shift = (dir: string) => {
+      if (dir.startsWith(cacheDir)) return dir;
+      if (!idmapped.has(dir)) idmapped.set(dir, dirs.idmapped(idmapped.size));
+      return idmapped.get(dir)!;
+    };
+    const overlays = dirs.overlays(rootLowerDirs.map(shift), subLayers.map((layer) => ({ name: layer.name, lowerDirs: layer.lowerDirs.map(shift) })));
+    const idmappedLayers = [...idmapped].map(([source, target]) => ({ source, target }));
+    return { overlays, idmappedLayers };
   }
 
   /** Lower layers of the root overlay and of each shown host directory, the cached step results on top. */
@@ -392,7 +425,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
 
   private spawnProcess(cgroups: SandboxCgroups): Promise<LocalSandboxProcess> {
     const tools = this.located.tools as HostTools;
-    const spawned = LocalSandboxProcess.spawn(this.spawner, tools.sh, execHostScript(tools, cgroups.procsFiles));
+    const spawned = LocalSandboxProcess.spawn(this.spawner, tools.sh, execHostScript(this.helper!, cgroups.procsFiles));
     spawned.catch(() => undefined); // a spare that failed is replaced when taken
     return spawned;
   }
@@ -461,10 +494,44 @@ function validateSpec(spec: SandboxSpec): void {
   if (invalid !== undefined) throw new ProviderInvalidError('sandbox', `invalid environment variable name: ${invalid}`);
 }
 
-async function prepareSandboxDirs(dirs: SandboxDirs, overlays: OverlayMount[]): Promise<void> {
+async function prepareSandboxDirs(dirs: SandboxDirs, overlays: OverlayMount[], idmappedLayers: Array<{ source: string; target: string }>, ids: IdRange): Promise<void> {
+  await Promise.all(idmappedLayers.map((layer) => mkdir(layer.target, { recursive: true })));
   await Promise.all(overlays.flatMap((overlay) => [mkdir(overlay.upperDir, { recursive: true }), mkdir(overlay.workDir, { recursive: true })]));
+  const sourceOf = new Map(idmappedLayers.map((layer) => [layer.target, layer.source]));
+  for (const overlay of overlays) await matchUpperToLowest(overlay, sourceOf, ids);
   await mkdir(dirs.root, { recursive: true });
-  await writeFile(dirs.fstab, sandboxFstab(overlays, dirs.root));
+  await writeFile(dirs.fstab, sandboxFstab(overlays));
+}
+
+/**
+ * A merged directory shows its upper directory's owner and mode: the upper of each overlay gets
+ * those of its lowest layer as the sandbox sees it (host owner shifted into the sandbox's range).
+ */
+async function matchUpperToLowest(overlay: OverlayMount, sourceOf: Map<string, string>, ids: IdRange): Promise<void> {
+  const lowest = overlay.lowerDirs[overlay.lowerDirs.length - 1];
+  const source = sourceOf.get(lowest);
+  const stats = await stat(source ?? lowest);
+  const shift = source === undefined ? 0 : ids.base;
+  await chown(overlay.upperDir, stats.uid + shift, stats.gid + shift);
+  await chmod(overlay.upperDir, stats.mode & 0o7777);
+}
+
+/** The host account (user or group) whose id falls in the sandboxes' range, if any. */
+function hostAccountInRange(ids: IdRange): string | undefined {
+  for (const file of ['/etc/passwd', '/etc/group']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      const [name, , id] = line.split(':');
+      const value = Number(id);
+      if (id !== undefined && id !== '' && value >= ids.base && value < ids.base + ids.count) return `${name} (${file}, id ${value})`;
+    }
+  }
+  return undefined;
 }
 
 async function readPersistedState(file: string): Promise<PersistedState | null> {

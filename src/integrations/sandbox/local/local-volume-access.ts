@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, mkdir, open, readdir, readlink, rename, rmdir, symlink, unlink } from 'node:fs/promises';
+import { chmod, type FileHandle, lchown, lstat, mkdir, open, readdir, readlink, rename, rmdir, symlink, unlink } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DomainError } from '../../../common/domain-error';
@@ -17,6 +17,12 @@ const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK
 const DEFAULT_FILE_MODE = 0o644;
 const DEFAULT_DIRECTORY_MODE = 0o755;
 
+/** Host uid/gid that what the service creates on a volume belongs to: the sandbox's root. */
+export interface VolumeOwner {
+  uid: number;
+  gid: number;
+}
+
 /** An open directory of the volume; `via` addresses its children through the descriptor itself. */
 interface OpenDirectory {
   handle: FileHandle;
@@ -31,7 +37,10 @@ interface OpenDirectory {
  * followed for reading; walk() and list() never follow any.
  */
 export class LocalVolumeAccess implements VolumeAccess {
-  constructor(private readonly rootDir: string) {}
+  constructor(
+    private readonly rootDir: string,
+    private readonly owner?: VolumeOwner,
+  ) {}
 
   async list(dir: string): Promise<VolumeEntry[]> {
     const segments = volumeSegments(dir);
@@ -73,7 +82,7 @@ export class LocalVolumeAccess implements VolumeAccess {
       const fileMode = mode ?? (await existingFileMode(target)) ?? DEFAULT_FILE_MODE;
       const temporary = `${parent.via}/${temporaryName(name)}`;
       try {
-        const bytes = await writeNewFile(temporary, content, fileMode);
+        const bytes = await writeNewFile(temporary, content, fileMode, this.owner);
         await rename(temporary, target);
         return { bytes };
       } catch (error) {
@@ -98,6 +107,7 @@ export class LocalVolumeAccess implements VolumeAccess {
     await this.withParent(segments, path, true, async (parent, name) => {
       const temporary = `${parent.via}/${temporaryName(name)}`;
       await symlink(target, temporary);
+      if (this.owner) await lchown(temporary, this.owner.uid, this.owner.gid);
       await rename(temporary, `${parent.via}/${name}`).catch(async (error: unknown) => {
         await unlink(temporary).catch(() => undefined);
         throw error;
@@ -202,6 +212,17 @@ export class LocalVolumeAccess implements VolumeAccess {
     return current;
   }
 
+  private async createDirectory(path: string): Promise<void> {
+    try {
+      await mkdir(path, DEFAULT_DIRECTORY_MODE);
+    } catch (error) {
+      if (errorCode(error) === 'EEXIST') return;
+      throw error;
+    }
+    await chmod(path, DEFAULT_DIRECTORY_MODE); // not subject to the service's umask
+    if (this.owner) await lchown(path, this.owner.uid, this.owner.gid);
+  }
+
   private async openChildDirectory(parent: OpenDirectory, name: string, create: boolean, rootReal: string, path: string, followInside: boolean): Promise<OpenDirectory> {
     const child = `${parent.via}/${name}`;
     try {
@@ -210,9 +231,7 @@ export class LocalVolumeAccess implements VolumeAccess {
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' && create) {
-        await mkdir(child, DEFAULT_DIRECTORY_MODE).catch((mkdirError: unknown) => {
-          if (errorCode(mkdirError) !== 'EEXIST') throw mkdirError;
-        });
+        await this.createDirectory(child);
         return this.openChildDirectory(parent, name, false, rootReal, path, followInside);
       }
       const isLink = (code === 'ELOOP' || code === 'ENOTDIR') && (await lstat(child)).isSymbolicLink();
@@ -279,7 +298,7 @@ function temporaryName(name: string): string {
 }
 
 /** Creates path exclusively (never through a symlink) and streams content into it. */
-async function writeNewFile(path: string, content: Readable, mode: number): Promise<number> {
+async function writeNewFile(path: string, content: Readable, mode: number, owner?: VolumeOwner): Promise<number> {
   const handle = await open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
   let bytes = 0;
   const counter = new Transform({
@@ -289,7 +308,8 @@ async function writeNewFile(path: string, content: Readable, mode: number): Prom
     },
   });
   try {
-    await handle.chmod(mode);
+    if (owner) await handle.chown(owner.uid, owner.gid);
+    await handle.chmod(mode); // after chown, which clears setuid bits
   } catch (error) {
     await handle.close();
     throw error;

@@ -1,17 +1,19 @@
 import { execFileSync } from 'node:child_process';
 import { ProviderInvalidError } from '../sandbox-provider.errors';
 import type { HostTools } from './host-tools';
-import { execHostScript, execStdinScript, launchArgv, launchParametersText, ptyArgv, shellQuote } from './sandbox-commands';
+import { execHostScript, execStdinScript, idMapLine, launchArgv, launchParametersText, ptyArgv, type SandboxHelper, shellQuote } from './sandbox-commands';
 
 const tools: HostTools = {
   bwrap: '/usr/bin/bwrap',
   unshare: '/usr/bin/unshare',
-  nsenter: '/usr/bin/nsenter',
+  setpriv: '/usr/bin/setpriv',
   mount: '/usr/bin/mount',
   mknod: '/usr/bin/mknod',
   cp: '/usr/bin/cp',
   sh: '/bin/sh',
 };
+const helper: SandboxHelper = { binary: '/srv/mss/dist/native/sandbox-helper', seccompFilter: '/srv/mss/dist/native/sandbox-seccomp.bpf' };
+const ids = { base: 100000, count: 65536 };
 const procsFiles = ['/sys/fs/cgroup/pids/modal-sandboxes/sbx-1/cgroup.procs', "/sys/fs/cgroup/memory/it's/cgroup.procs"];
 
 describe('shellQuote', () => {
@@ -23,31 +25,45 @@ describe('shellQuote', () => {
 });
 
 describe('launchArgv', () => {
-  const argv = launchArgv({ tools, procsFiles, fstab: '/data/sandboxes/sbx-1/fstab', rootDir: '/data/sandboxes/sbx-1/root' });
+  const idmappedLayers = [{ source: '/usr', target: '/data/sandboxes/sbx-1/lower/0' }];
+  const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, fstab: '/data/sandboxes/sbx-1/fstab', rootDir: '/data/sandboxes/sbx-1/root' });
+  const script = argv[9];
+  const bwrap = argv.slice(13);
 
   it('starts in private mount and pid namespaces that die with the launcher', () => {
     expect(argv.slice(0, 8)).toEqual(['/usr/bin/unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '/bin/sh']);
   });
 
-  it('joins every cgroup and mounts the fstab before becoming bwrap', () => {
-    const script = argv[9];
-
+  it('joins every cgroup, mounts the host layers idmapped, then the fstab, before becoming bwrap', () => {
     expect(script).toContain(`echo $$ > '/sys/fs/cgroup/pids/modal-sandboxes/sbx-1/cgroup.procs' && `);
     expect(script).toContain(`echo $$ > '/sys/fs/cgroup/memory/it'\\''s/cgroup.procs' && `);
-    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(script.lastIndexOf('cgroup.procs'));
+    const idmap = script.indexOf(`'${helper.binary}' 'idmap-mounts' '100000' '65536' '/usr' '/data/sandboxes/sbx-1/lower/0'`);
+    expect(idmap).toBeGreaterThan(script.lastIndexOf('cgroup.procs'));
+    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(idmap);
     expect(argv.slice(11, 13)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
   });
 
-  it('gives bwrap a user namespace mapped by the service, its own ipc and uts, the root and a /dev', () => {
-    const bwrap = argv.slice(14);
+  it('runs bwrap as the unprivileged host uid of the sandbox root, handing it the root and volume as descriptors', () => {
+    expect(script).toContain(`exec '/usr/bin/setpriv' --reuid=100000 --regid=100000 --clear-groups -- "$bwrap" "$@" --bind-fd 7 "$target"`);
+    expect(script).toContain(`6<'/data/sandboxes/sbx-1/root' 7<"$volume" 8<'${helper.binary}'`);
+    expect(script).toContain(`-- /run/sandbox-init init 5<'${helper.seccompFilter}'`);
+  });
 
+  it('gives bwrap user, pid, cgroup, ipc and uts namespaces, Docker capabilities and the seccomp filter', () => {
     expect(bwrap).toEqual(
-      expect.arrayContaining(['--unshare-user', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']),
+      expect.arrayContaining(['--unshare-user', '--unshare-pid', '--as-pid-1', '--unshare-cgroup', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']),
     );
     expect(bwrap.join(' ')).toContain('--userns-block-fd 4 --info-fd 3');
-    expect(bwrap.join(' ')).toContain('--bind /data/sandboxes/sbx-1/root / --dev /dev');
-    expect(bwrap).not.toContain('--proc');
+    expect(bwrap.join(' ')).toContain('--cap-drop ALL --cap-add CAP_CHOWN');
+    expect(bwrap).not.toContain('CAP_SYS_ADMIN');
+    expect(bwrap.join(' ')).toContain('--seccomp 5 --bind-fd 6 / --dev /dev --proc /proc --ro-bind-fd 8 /run/sandbox-init');
     expect(bwrap).not.toContain('--unshare-net');
+  });
+});
+
+describe('idMapLine', () => {
+  it('maps sandbox ids from 0 onto the host range', () => {
+    expect(idMapLine(ids)).toBe('0 100000 65536\n');
   });
 });
 
@@ -62,11 +78,11 @@ describe('launchParametersText', () => {
 });
 
 describe('execHostScript', () => {
-  it('joins the cgroups, then enters every namespace and the root of the init whose pid comes on stdin', () => {
-    const script = execHostScript(tools, procsFiles);
+  it('joins the cgroups, then enters the sandbox of the init whose pid comes on stdin through the helper', () => {
+    const script = execHostScript(helper, procsFiles);
 
     expect(script.startsWith(`echo $$ > '${procsFiles[0]}' && `)).toBe(true);
-    expect(script).toContain(`IFS= read -r pid && exec '/usr/bin/nsenter' -t "$pid" -U -m -p -i -u -n -r -w -- /bin/sh -s`);
+    expect(script).toContain(`IFS= read -r pid && exec '${helper.binary}' enter "$pid" /bin/sh -s`);
   });
 });
 

@@ -13,12 +13,39 @@ export const DEFAULT_SANDBOX_ENV: Readonly<Record<string, string>> = {
 /** File descriptors of the sandbox's launcher: bwrap reports the init's pid on one and waits on the other. */
 const INFO_FD = 3;
 const USERNS_BLOCK_FD = 4;
+const SECCOMP_FD = 5;
 /**
- * The init drops the descriptor bwrap leaves it, prints this once the sandbox is set up, then lives
- * until its stdin (held by the service) closes.
+ * bwrap runs as the sandbox's root uid (its first process must be mapped to create anything in the
+ * sandbox's user namespace), which may not traverse DATA_DIR: what it mounts comes as descriptors
+ * the launcher opened as host root.
  */
+const ROOT_FD = 6;
+const VOLUME_FD = 7;
+const INIT_FD = 8;
+/** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until its stdin closes. */
 export const READY_LINE = 'sandbox-ready';
-const INIT_SCRIPT = `exec ${USERNS_BLOCK_FD}<&- && echo ${READY_LINE} && read -r _`;
+/** Where the helper appears, read-only, inside every sandbox: bwrap starts it as the sandbox's pid 1. */
+const INIT_IN_SANDBOX = '/run/sandbox-init';
+/**
+ * Docker's default capability set: enough for package managers (chown, setuid to service users),
+ * never CAP_SYS_ADMIN, CAP_SYS_PTRACE or CAP_NET_ADMIN. The helper's `enter` keeps the same set.
+ */
+const SANDBOX_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -35,9 +62,25 @@ function joinProcs(procsFiles: string[]): string {
   return procsFiles.map((file) => `echo $$ > ${shellQuote(file)} && `).join('');
 }
 
+/** The host uid/gid range that sandbox ids 0… map to. */
+export interface IdRange {
+  base: number;
+  count: number;
+}
+
+/** The engine's helper binary and the seccomp filter it exported for bwrap. */
+export interface SandboxHelper {
+  binary: string;
+  seccompFilter: string;
+}
+
 export interface LaunchOptions {
   tools: HostTools;
+  helper: SandboxHelper;
+  ids: IdRange;
   procsFiles: string[];
+  /** Host-owned lower layers, each mounted idmapped (shifted into `ids`) on its target before the overlays. */
+  idmappedLayers: Array<{ source: string; target: string }>;
   fstab: string;
   rootDir: string;
 }
@@ -49,20 +92,29 @@ export interface LaunchParameters {
   volumeMountPath: string;
 }
 
+/** `0 <base> <count>`: the line of a uid_map/gid_map, and the mapping of idmapped layers. */
+export function idMapLine(ids: IdRange): string {
+  return `0 ${ids.base} ${ids.count}\n`;
+}
+
 /**
  * The launcher's script. In new mount and pid namespaces still owned by the host (nothing reaches
- * the host's mount table) the sandbox's pid 1 joins its cgroups, mounts the overlays and a
- * read-only /proc, waits for its parameters, then becomes bwrap, which puts the sandbox in a user
- * namespace (plus ipc, uts and, for network "none", net) where those mounts are locked: not even
- * the sandbox's root can unmount them or make them writable.
+ * the host's mount table) the launcher joins the sandbox's cgroups, mounts the host-owned layers
+ * idmapped and the overlays on them, waits for its parameters, then becomes bwrap, which puts the
+ * sandbox in user, pid, cgroup, ipc, uts (and, for network "none", net) namespaces owned by a user
+ * namespace that maps the sandbox's ids into `ids`: the overlays are locked there, and the
+ * sandbox's root is an unprivileged host uid with Docker's capabilities inside its namespaces only.
  */
 function launchScript(options: LaunchOptions): string {
+  const { tools, helper, ids, idmappedLayers } = options;
+  const idmap = idmappedLayers.length === 0 ? '' : `${[helper.binary, 'idmap-mounts', String(ids.base), String(ids.count), ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])].map(shellQuote).join(' ')} && `;
   return [
-    `${joinProcs(options.procsFiles)}${shellQuote(options.tools.mount)} -a -T "$1" || exit 125`,
-    'bwrap=$2 init=$3 && shift 3',
+    `${joinProcs(options.procsFiles)}${idmap}${shellQuote(tools.mount)} -a -T "$1" || exit 125`,
+    'bwrap=$2 && shift 2',
     'IFS= read -r network && IFS= read -r volume && IFS= read -r target || exit 125',
     'if [ "$network" = none ]; then set -- "$@" --unshare-net; fi',
-    'exec "$bwrap" "$@" --bind "$volume" "$target" --chdir / -- /bin/sh -c "$init"',
+    `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind-fd ${VOLUME_FD} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ` +
+      `${SECCOMP_FD}<${shellQuote(helper.seccompFilter)} ${ROOT_FD}<${shellQuote(options.rootDir)} ${VOLUME_FD}<"$volume" ${INIT_FD}<${shellQuote(helper.binary)}`,
   ].join('\n');
 }
 
@@ -83,8 +135,7 @@ export function launchArgv(options: LaunchOptions): string[] {
     'sh',
     options.fstab,
     tools.bwrap,
-    INIT_SCRIPT,
-    ...bwrapArguments(options.rootDir),
+    ...bwrapArguments(),
   ];
 }
 
@@ -94,7 +145,7 @@ export function launchParametersText(parameters: LaunchParameters): string {
   return `${lines.join('\n')}\n`;
 }
 
-function bwrapArguments(rootDir: string): string[] {
+function bwrapArguments(): string[] {
   return [
     '--unshare-user',
     '--userns-block-fd',
@@ -105,28 +156,42 @@ function bwrapArguments(rootDir: string): string[] {
     '0',
     '--gid',
     '0',
+    '--unshare-pid',
+    '--as-pid-1',
+    '--unshare-cgroup',
     '--unshare-ipc',
     '--unshare-uts',
     '--hostname',
     SANDBOX_HOSTNAME,
     '--die-with-parent',
     '--new-session',
-    '--bind',
-    rootDir,
+    '--cap-drop',
+    'ALL',
+    ...SANDBOX_CAPABILITIES.flatMap((capability) => ['--cap-add', capability]),
+    '--seccomp',
+    String(SECCOMP_FD),
+    '--bind-fd',
+    String(ROOT_FD),
     '/',
     '--dev',
     '/dev',
+    '--proc',
+    '/proc',
+    '--ro-bind-fd',
+    String(INIT_FD),
+    INIT_IN_SANDBOX,
   ];
 }
 
 /**
  * The host-side script of an exec: the shell joins the sandbox's cgroups, reads the host pid of the
- * sandbox's init from stdin and becomes nsenter, which enters every namespace and the root of that
- * init and starts the sandbox's own shell, reading the rest of stdin as its script. No request data
- * passes through the argv or environment of host programs.
+ * sandbox's init from stdin and becomes the helper's `enter`, which starts the sandbox's own shell
+ * inside every namespace and the root of that init (see sandbox-helper.c for why that entry cannot
+ * be hijacked); the shell reads the rest of stdin as its script. No request data passes through the
+ * argv or environment of host programs.
  */
-export function execHostScript(tools: HostTools, procsFiles: string[]): string {
-  return `${joinProcs(procsFiles)}IFS= read -r pid && exec ${shellQuote(tools.nsenter)} -t "$pid" -U -m -p -i -u -n -r -w -- /bin/sh -s`;
+export function execHostScript(helper: SandboxHelper, procsFiles: string[]): string {
+  return `${joinProcs(procsFiles)}IFS= read -r pid && exec ${shellQuote(helper.binary)} enter "$pid" /bin/sh -s`;
 }
 
 /**

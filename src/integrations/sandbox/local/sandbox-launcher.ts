@@ -1,17 +1,11 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { ProviderFailureError, ProviderTimeoutError } from '../sandbox-provider.errors';
-import { type LaunchParameters, launchParametersText, READY_LINE } from './sandbox-commands';
+import { type IdRange, idMapLine, type LaunchParameters, launchParametersText, READY_LINE } from './sandbox-commands';
 import type { SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
 
 const START_TIMEOUT_MS = 15_000;
 const ERROR_TAIL_CHARS = 2000;
-/**
- * uid/gid range mapped identically into each sandbox's user namespace, so that package managers can
- * chown. Root of a sandbox is root of the host by uid: what it can reach is limited by what it
- * sees (allowlisted, overlaid, hidden) and by the locked read-only /proc.
- */
-const ID_MAP = '0 0 65536\n';
 
 /**
  * The unshare → sh → bwrap process of one sandbox. Spawned ahead of time it mounts the root and
@@ -26,7 +20,10 @@ export class SandboxLauncher {
   private settle!: { resolve: (pid: number) => void; reject: (error: Error) => void };
   private timer?: NodeJS.Timeout;
 
-  private constructor(readonly process: SpawnedProcess) {
+  private constructor(
+    readonly process: SpawnedProcess,
+    private readonly ids: IdRange,
+  ) {
     this.stdio = process.stdio.slice(0, 5) as [Socket, Socket, Socket, Socket, Socket];
     this.started = new Promise<number>((resolve, reject) => (this.settle = { resolve, reject }));
     this.started.catch(() => undefined); // a launcher may fail before anyone starts it
@@ -34,9 +31,9 @@ export class SandboxLauncher {
     this.setReferenced(false);
   }
 
-  /** Spawns the launcher with an empty environment. */
-  static async spawn(spawner: SandboxSpawner, argv: string[]): Promise<SandboxLauncher> {
-    return new SandboxLauncher(await spawner.spawn(argv[0], argv.slice(1), { stdioCount: 5 }));
+  /** Spawns the launcher with an empty environment; the sandbox's ids will map to `ids` on the host. */
+  static async spawn(spawner: SandboxSpawner, argv: string[], ids: IdRange): Promise<SandboxLauncher> {
+    return new SandboxLauncher(await spawner.spawn(argv[0], argv.slice(1), { stdioCount: 5 }), ids);
   }
 
   get exited(): boolean {
@@ -46,7 +43,7 @@ export class SandboxLauncher {
   /** Resolves with the host pid of the sandbox's init once it runs. */
   start(parameters: LaunchParameters): Promise<number> {
     this.setReferenced(true);
-    this.timer = setTimeout(() => this.fail(new ProviderTimeoutError('sandbox', 'the sandbox did not start in time')), START_TIMEOUT_MS);
+    this.timer = setTimeout(() => this.fail(new ProviderTimeoutError('sandbox', `the sandbox did not start in time: ${this.errors.trim() || 'no error output'}`)), START_TIMEOUT_MS);
     this.stdio[0].write(launchParametersText(parameters));
     return this.started;
   }
@@ -107,8 +104,9 @@ export class SandboxLauncher {
 
   private async mapUserNamespace(pidInNamespace: number): Promise<void> {
     const pid = await hostPidOfInit(this.process.pid, pidInNamespace);
-    await writeFile(`/proc/${pid}/uid_map`, ID_MAP);
-    await writeFile(`/proc/${pid}/gid_map`, ID_MAP);
+    // Sandbox root is host uid ids.base: an unprivileged uid that owns nothing of the host's.
+    await writeFile(`/proc/${pid}/uid_map`, idMapLine(this.ids));
+    await writeFile(`/proc/${pid}/gid_map`, idMapLine(this.ids));
     this.initPid = pid;
   }
 
@@ -120,14 +118,15 @@ export class SandboxLauncher {
 }
 
 /**
- * bwrap reports its child's pid as seen in the sandbox's pid namespace; the host pid is found from
- * the launcher (unshare) → its child, the namespace's pid 1 (bwrap) → bwrap's child with that pid.
+ * bwrap reports its child's pid as seen in the launcher's pid namespace; the host pid is found from
+ * the launcher (unshare) → its child, that namespace's pid 1 (bwrap) → bwrap's child with that pid
+ * there, pid 1 of the sandbox's own pid namespace.
  */
 async function hostPidOfInit(launcherPid: number, pidInNamespace: number): Promise<number> {
   for (const bwrapPid of await childrenOf(launcherPid)) {
     for (const candidate of await childrenOf(bwrapPid)) {
       const status = await readFile(`/proc/${candidate}/status`, 'utf8').catch(() => '');
-      if (new RegExp(`^NSpid:.*\\s${pidInNamespace}$`, 'm').test(status)) return candidate;
+      if (new RegExp(`^NSpid:.*\\s${pidInNamespace}\\s+1$`, 'm').test(status)) return candidate;
     }
   }
   throw new Error(`no process ${pidInNamespace} below the launcher ${launcherPid}`);
