@@ -1,4 +1,4 @@
-import { BadRequestException, INestApplication, ValidationError, ValidationPipe } from '@nestjs/common';
+import { BadRequestException, INestApplication, Logger as NestLogger, ValidationError, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { existsSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
@@ -7,9 +7,12 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule, AppModuleOptions } from './app.module';
+import { ensurePrivateDataDir, useOwnerOnlyUmask } from './common/private-files';
 
 /** Builds the fully configured application; main.ts and the e2e tests share it. */
 export async function createApp(options: AppModuleOptions): Promise<NestExpressApplication> {
+  useOwnerOnlyUmask();
+  secureDataDirBeforeTheDatabaseOpens(options.config.dataDir);
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(options), { bufferLogs: true, bodyParser: false });
   app.useLogger(app.get(Logger));
   // File uploads stream their raw body to the volume, whatever content type the client sends.
@@ -27,6 +30,20 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
   setUpSwagger(app);
   serveChatPage(app);
   return app;
+}
+
+/**
+ * Its log line is buffered like Nest's own start-up logs, so that it reaches the JSON log once the
+ * app's logger is in place (or the console, should start-up fail).
+ */
+function secureDataDirBeforeTheDatabaseOpens(dataDir: string): void {
+  NestLogger.attachBuffer();
+  try {
+    ensurePrivateDataDir(dataDir, new NestLogger('DataDir'));
+  } catch (error) {
+    NestLogger.flush();
+    throw error;
+  }
 }
 
 const CHAT_PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";

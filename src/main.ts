@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 import { INestApplication, Logger } from '@nestjs/common';
 import { createApp } from './app.setup';
+import { useOwnerOnlyUmask } from './common/private-files';
 import { AppConfig } from './config/app-config';
 import { ConfigValidationError } from './config/environment';
 
 async function bootstrap(): Promise<void> {
+  useOwnerOnlyUmask();
   let config: AppConfig;
   try {
     config = AppConfig.fromEnvironment(process.env);

@@ -101,7 +101,7 @@ describe('LocalSandboxProvider on this host', () => {
     const handle = await provider.create(spec());
     const id = handle.providerSandboxId;
 
-    expect(handle.limits).toEqual({ lifetime_seconds: 120, max_processes: MAX_PROCESSES, memory_bytes: 512 * 1024 * 1024, cpu_cores: 1, exec_output_bytes: 1024 * 1024 });
+    expect(handle.limits).toEqual({ lifetime_seconds: 120, max_processes: MAX_PROCESSES, memory_bytes: 512 * 1024 * 1024, cpu_cores: 1, disk_bytes: 10240 * 1024 * 1024, exec_output_bytes: 1024 * 1024 });
     expect(await run(id, ['echo', 'hello from the sandbox'])).toMatchObject({ exitCode: 0, timedOut: false, stdout: 'hello from the sandbox\n' });
     expect(await sh(id, 'echo oops >&2; exit 7')).toMatchObject({ exitCode: 7, stderr: 'oops\n' });
     expect(await run(id, ['no-such-command'])).toMatchObject({ exitCode: 127 });

@@ -1,6 +1,6 @@
-import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { EventEmitter } from 'node:events';
+import { makePrivateDir, restrictToOwner } from '../common/private-files';
 
 type QueryCallback = (error: Error | null, result?: unknown) => void;
 type Release = (error?: unknown) => void;
@@ -20,8 +20,12 @@ export class PGlitePool extends EventEmitter {
 
   private database(): Promise<PGlite> {
     if (!this.dbPromise) {
-      mkdirSync(this.dataDir, { recursive: true });
-      this.dbPromise = PGlite.create({ dataDir: this.dataDir });
+      makePrivateDir(this.dataDir);
+      this.dbPromise = PGlite.create({ dataDir: this.dataDir }).then((db) => {
+        // initdb writes a new database's files 0666 whatever the umask; later files honour it.
+        restrictToOwner(this.dataDir);
+        return db;
+      });
     }
     return this.dbPromise;
   }

@@ -92,6 +92,8 @@ export interface EnforcedLimits {
   max_processes: number | null;
   memory_bytes: number | null;
   cpu_cores: number | null;
+  /** Size of the sandbox's writable layer and of each of its volumes. */
+  disk_bytes: number | null;
   exec_output_bytes: number;
 }
 

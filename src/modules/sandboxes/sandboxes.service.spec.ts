@@ -17,7 +17,7 @@ import { strictMock } from '../../testing/strict-mock';
 const ACCOUNT = 'acc-1';
 const OTHER_ACCOUNT = 'acc-2';
 const USER = 'u-1';
-const LIMITS: EnforcedLimits = { lifetime_seconds: 600, max_processes: 512, memory_bytes: 4 << 30, cpu_cores: null, exec_output_bytes: 1024 };
+const LIMITS: EnforcedLimits = { lifetime_seconds: 600, max_processes: 512, memory_bytes: 4 << 30, cpu_cores: null, disk_bytes: null, exec_output_bytes: 1024 };
 const STATS: SnapshotStats = { version: 3, files: 2, bytes_total: 10, bytes_uploaded: 10, files_copied: 0, duration_ms: 5, errors: [], skipped: [] };
 const SECRET_VALUES: Record<string, Record<string, string>> = { github: { GH_TOKEN: 'ghp_very_secret' } };
 

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -64,7 +64,8 @@ describe('SnapshotEngine', () => {
       await mkdir(join(workspace, 'empty'), { mode: 0o700 });
       await writeFile(join(workspace, 'README.md'), '# project\n');
       await writeFile(join(workspace, 'src/lib/util.ts'), 'export const x = 1;\n');
-      await writeFile(join(workspace, 'run.sh'), '#!/bin/sh\necho hi\n', { mode: 0o750 });
+      await writeFile(join(workspace, 'run.sh'), '#!/bin/sh\necho hi\n');
+      await chmod(join(workspace, 'run.sh'), 0o750); // whatever the umask of the worker
       await symlink('src/lib/util.ts', join(workspace, 'util-link'));
       execFileSync('mkfifo', [join(workspace, 'queue')]);
     });

@@ -11,7 +11,10 @@ export interface HostTools {
   unshare: string;
   setpriv: string;
   mount: string;
+  umount: string;
+  mkfs: string;
   mknod: string;
+  mkdir: string;
   cp: string;
   sh: string;
 }
@@ -22,14 +25,17 @@ const PACKAGE_OF: Record<keyof HostTools, string> = {
   unshare: 'util-linux',
   setpriv: 'util-linux',
   mount: 'mount',
+  umount: 'mount',
+  mkfs: 'e2fsprogs',
   mknod: 'coreutils',
+  mkdir: 'coreutils',
   cp: 'coreutils',
   sh: 'dash',
 };
 
 /** Finds every tool; `missing` names the ones not found together with the Debian package providing them. */
 export function locateHostTools(bwrapBin: string): { tools: Partial<HostTools>; missing: Array<{ tool: keyof HostTools; pkg: string }> } {
-  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', mknod: 'mknod', cp: 'cp', sh: 'sh' };
+  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', umount: 'umount', mkfs: 'mkfs.ext4', mknod: 'mknod', mkdir: 'mkdir', cp: 'cp', sh: 'sh' };
   const tools: Partial<HostTools> = {};
   const missing: Array<{ tool: keyof HostTools; pkg: string }> = [];
   for (const tool of Object.keys(names) as Array<keyof HostTools>) {

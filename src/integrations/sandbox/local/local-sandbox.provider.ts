@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { KeyedLock } from '../../../common/keyed-lock';
 import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
 import {
@@ -24,7 +25,7 @@ import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
 import { SandboxCgroups } from './sandbox-cgroups';
-import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper } from './sandbox-commands';
+import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper, servicePathForLauncher } from './sandbox-commands';
 import {
   applyConfigStep,
   exitedState,
@@ -34,6 +35,7 @@ import {
   sandboxDefaults,
   secretValues,
 } from './sandbox-environment';
+import { megabytes, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
 import { SandboxSpawner } from './sandbox-spawner';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
@@ -95,6 +97,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   private readonly ids: IdRange;
   private readonly imageCache: ImageCache;
   private readonly spawner: SandboxSpawner;
+  private disksOnce?: SandboxDisks;
+  private readonly volumeLocks = new KeyedLock();
+  /** Volume filesystems this instance mounted in its mount namespace, unmounted when it stops. */
+  private readonly mountedVolumes = new Set<string>();
   private sandboxBase?: Promise<SandboxBase>;
   private abandonedSwept?: Promise<void>;
   private warm?: Promise<PreparedSandbox>;
@@ -128,6 +134,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       warm?.then((prepared) => this.discard(prepared)).catch(() => undefined),
       ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
     ]);
+    for (const dir of this.mountedVolumes) await this.disks.unmount(dir).catch((error: Error) => this.logger.warn(`could not unmount volume ${dir}: ${error.message}`));
     await this.spawner.close();
   }
 
@@ -135,14 +142,42 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     await mkdir(this.dataPath('apps', `app-${safeName(accountId, 'app', 'account id')}`), { recursive: true });
   }
 
-  /** A volume is a directory owned by the sandbox's root (host uid ids.base). */
+  /**
+   * A volume is an ext4 filesystem of the disk limit's size (an image file under
+   * DATA_DIR/volume-images), mounted on its directory, whose root is the sandbox's root (host uid
+   * ids.base). A volume directory from before images (not empty, no image) stays a plain directory.
+   */
   async ensureVolume(accountId: string, volumeName: string): Promise<void> {
     const dir = this.volumeDir(accountId, volumeName);
-    await mkdir(dir, { recursive: true });
-    if ((await stat(dir)).uid !== this.ids.base) {
-      await chown(dir, this.ids.base, this.ids.base);
-      await chmod(dir, 0o755);
-    }
+    const image = this.dataPath('volume-images', safeName(accountId, 'volume', 'account id'), `${safeName(volumeName, 'volume', 'volume name')}.ext4`);
+    await this.volumeLocks.run(dir, async () => {
+      if (this.mountedVolumes.has(dir)) return;
+      await mkdir(dir, { recursive: true });
+      const hasImage = existsSync(image);
+      if (!hasImage && (await readdir(dir)).length > 0) {
+        this.logger.warn(`volume ${dir} predates disk limits: it stays a plain directory without a size limit`);
+        return this.ownByTheSandboxRoot(dir);
+      }
+      this.requireTools();
+      if (!hasImage) {
+        await mkdir(dirname(image), { recursive: true });
+        await this.disks.createVolumeImage(image);
+      }
+      await this.disks.mountVolume(image, dir);
+      this.mountedVolumes.add(dir);
+    });
+  }
+
+  private async ownByTheSandboxRoot(dir: string): Promise<void> {
+    if ((await stat(dir)).uid === this.ids.base) return;
+    await chown(dir, this.ids.base, this.ids.base);
+    await chmod(dir, 0o755);
+  }
+
+  private get disks(): SandboxDisks {
+    const tools = this.located.tools as HostTools;
+    this.disksOnce ??= new SandboxDisks(this.spawner, tools, megabytes(this.config.sandbox.diskLimitMb), this.ids);
+    return this.disksOnce;
   }
 
   volume(accountId: string, volumeName: string): VolumeAccess {
@@ -163,7 +198,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     const { id, dirs, cgroups, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      sandbox.initPid = await launcher.start({ network: spec.network, volumeDir: this.volumeDir(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      // The launcher's mount namespace may predate the volume's mount: it opens it through ours.
+      const volumeDir = servicePathForLauncher(process.pid, this.volumeDir(spec.accountId, spec.volumeName));
+      sandbox.initPid = await launcher.start({ network: spec.network, volumeDir, volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
@@ -171,7 +208,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       await writeFile(dirs.stateFile, JSON.stringify({ initPid: sandbox.initPid, expiresAt } satisfies PersistedState));
 
       await this.applyImageSteps(sandbox, steps, cachedLayers !== null, hooks);
-      if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => overlay.upperDir));
+      // The writable layer is mounted only in the launcher's mount namespace: read it through there.
+      const throughLauncher = (dir: string) => `/proc/${launcher.process.pid}/root${dir}`;
+      if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => throughLauncher(overlay.upperDir)));
     } catch (error) {
       await this.stop(sandbox, { status: 'error', exitReason: 'start_failed' });
       throw error;
@@ -240,6 +279,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
       if (!isMountSafePath(path)) return `${name} must not contain whitespace, commas, colons or backslashes (it is used in overlay mounts): ${path}`;
     }
+    if (/^\/run(\/|$)/.test(realpathOrSelf(this.config.dataDir))) return `DATA_DIR must not lie inside /run, where sandbox launchers stage their mounts: ${this.config.dataDir}`;
     const shownDir = hostDirContaining(this.config.dataDir);
     if (shownDir) return `DATA_DIR must not lie inside ${shownDir}, which sandboxes see as a lower layer (overlayfs refuses overlapping layers): ${this.config.dataDir}`;
     try {
@@ -314,12 +354,14 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     let launcher: SandboxLauncher | undefined;
     try {
       await prepareSandboxDirs(dirs, overlays, idmappedLayers, this.ids);
+      await this.disks.createLayerImage(dirs.writableImage, dirs.writable);
+      await writeFile(dirs.fstab, this.disks.layerFstabLine(dirs.writableImage, dirs.writable) + sandboxFstab(overlays));
       const cgroups = await SandboxCgroups.create(id, {
         maxProcesses: this.config.sandbox.maxProcesses,
         memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
         cpuCores: this.config.sandbox.cpuLimit,
       });
-      const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, fstab: dirs.fstab, rootDir: dirs.root });
+      const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, fstab: dirs.fstab });
       launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
       return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {
@@ -460,7 +502,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   }
 
   private enforcedLimits(spec: SandboxSpec, cgroups: SandboxCgroups): EnforcedLimits {
-    return { lifetime_seconds: spec.timeoutSeconds, ...cgroups.enforced, exec_output_bytes: this.config.sandbox.execOutputLimitBytes };
+    return { lifetime_seconds: spec.timeoutSeconds, ...cgroups.enforced, disk_bytes: this.disks.limitBytes, exec_output_bytes: this.config.sandbox.execOutputLimitBytes };
   }
 }
 
@@ -499,8 +541,6 @@ async function prepareSandboxDirs(dirs: SandboxDirs, overlays: OverlayMount[], i
   await Promise.all(overlays.flatMap((overlay) => [mkdir(overlay.upperDir, { recursive: true }), mkdir(overlay.workDir, { recursive: true })]));
   const sourceOf = new Map(idmappedLayers.map((layer) => [layer.target, layer.source]));
   for (const overlay of overlays) await matchUpperToLowest(overlay, sourceOf, ids);
-  await mkdir(dirs.root, { recursive: true });
-  await writeFile(dirs.fstab, sandboxFstab(overlays));
 }
 
 /**

@@ -7,8 +7,11 @@ const tools: HostTools = {
   bwrap: '/usr/bin/bwrap',
   unshare: '/usr/bin/unshare',
   setpriv: '/usr/bin/setpriv',
+  umount: '/usr/bin/umount',
+  mkfs: '/usr/sbin/mkfs.ext4',
   mount: '/usr/bin/mount',
   mknod: '/usr/bin/mknod',
+  mkdir: '/usr/bin/mkdir',
   cp: '/usr/bin/cp',
   sh: '/bin/sh',
 };
@@ -26,7 +29,7 @@ describe('shellQuote', () => {
 
 describe('launchArgv', () => {
   const idmappedLayers = [{ source: '/usr', target: '/data/sandboxes/sbx-1/lower/0' }];
-  const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, fstab: '/data/sandboxes/sbx-1/fstab', rootDir: '/data/sandboxes/sbx-1/root' });
+  const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, fstab: '/data/sandboxes/sbx-1/fstab' });
   const script = argv[9];
   const bwrap = argv.slice(13);
 
@@ -43,9 +46,16 @@ describe('launchArgv', () => {
     expect(argv.slice(11, 13)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
   });
 
-  it('runs bwrap as the unprivileged host uid of the sandbox root, handing it the root and volume as descriptors', () => {
-    expect(script).toContain(`exec '/usr/bin/setpriv' --reuid=100000 --regid=100000 --clear-groups -- "$bwrap" "$@" --bind-fd 7 "$target"`);
-    expect(script).toContain(`6<'/data/sandboxes/sbx-1/root' 7<"$volume" 8<'${helper.binary}'`);
+  it('stages root, volume and init on a tmpfs over its own /run, where bwrap may reach them', () => {
+    const stage = script.indexOf("'/usr/bin/mount' -t tmpfs -o mode=0755,nosuid,nodev,size=64k sandbox-stage /run");
+    expect(stage).toBeGreaterThan(script.indexOf('idmap-mounts'));
+    expect(script.indexOf(`'/usr/bin/mount' --bind '${helper.binary}' /run/init`)).toBeGreaterThan(stage);
+    expect(script.indexOf('-a -T')).toBeGreaterThan(stage);
+    expect(script).toContain(`'/usr/bin/mount' --bind "$volume" /run/volume || exit 125`);
+  });
+
+  it('runs bwrap as the unprivileged host uid of the sandbox root', () => {
+    expect(script).toContain(`exec '/usr/bin/setpriv' --reuid=100000 --regid=100000 --clear-groups -- "$bwrap" "$@" --bind /run/volume "$target"`);
     expect(script).toContain(`-- /run/sandbox-init init 5<'${helper.seccompFilter}'`);
   });
 
@@ -56,7 +66,7 @@ describe('launchArgv', () => {
     expect(bwrap.join(' ')).toContain('--userns-block-fd 4 --info-fd 3');
     expect(bwrap.join(' ')).toContain('--cap-drop ALL --cap-add CAP_CHOWN');
     expect(bwrap).not.toContain('CAP_SYS_ADMIN');
-    expect(bwrap.join(' ')).toContain('--seccomp 5 --bind-fd 6 / --dev /dev --proc /proc --ro-bind-fd 8 /run/sandbox-init');
+    expect(bwrap.join(' ')).toContain('--seccomp 5 --bind /run/root / --dev /dev --proc /proc --ro-bind /run/init /run/sandbox-init');
     expect(bwrap).not.toContain('--unshare-net');
   });
 });

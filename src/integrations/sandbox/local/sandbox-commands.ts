@@ -16,12 +16,25 @@ const USERNS_BLOCK_FD = 4;
 const SECCOMP_FD = 5;
 /**
  * bwrap runs as the sandbox's root uid (its first process must be mapped to create anything in the
- * sandbox's user namespace), which may not traverse DATA_DIR: what it mounts comes as descriptors
- * the launcher opened as host root.
+ * sandbox's user namespace), which may not traverse the private DATA_DIR. So the launcher stages
+ * what bwrap mounts on a tmpfs over /run of its own mount namespace (the host's /run is untouched):
+ * the merged root, the volume and the init.
  */
-const ROOT_FD = 6;
-const VOLUME_FD = 7;
-const INIT_FD = 8;
+const STAGE = '/run';
+export const STAGED_ROOT = `${STAGE}/root`;
+const STAGED_VOLUME = `${STAGE}/volume`;
+const STAGED_INIT = `${STAGE}/init`;
+/**
+ * The host's /proc stays reachable there for the launcher (the service's volumes are opened through
+ * /proc/<service pid>/root, its mount namespace), while /proc becomes that of the launcher's pid
+ * namespace, which bwrap reads.
+ */
+const STAGED_HOST_PROC = `${STAGE}/host-proc`;
+
+/** A path of the service's mount namespace as the launcher can open it. */
+export function servicePathForLauncher(servicePid: number, path: string): string {
+  return `${STAGED_HOST_PROC}/${servicePid}/root${path}`;
+}
 /** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until its stdin closes. */
 export const READY_LINE = 'sandbox-ready';
 /** Where the helper appears, read-only, inside every sandbox: bwrap starts it as the sandbox's pid 1. */
@@ -81,8 +94,8 @@ export interface LaunchOptions {
   procsFiles: string[];
   /** Host-owned lower layers, each mounted idmapped (shifted into `ids`) on its target before the overlays. */
   idmappedLayers: Array<{ source: string; target: string }>;
+  /** Mounts the overlays; the root overlay's target is STAGED_ROOT. */
   fstab: string;
-  rootDir: string;
 }
 
 /** What a prepared launcher reads from stdin before it becomes the sandbox. */
@@ -107,14 +120,23 @@ export function idMapLine(ids: IdRange): string {
  */
 function launchScript(options: LaunchOptions): string {
   const { tools, helper, ids, idmappedLayers } = options;
+  const mount = shellQuote(tools.mount);
   const idmap = idmappedLayers.length === 0 ? '' : `${[helper.binary, 'idmap-mounts', String(ids.base), String(ids.count), ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])].map(shellQuote).join(' ')} && `;
+  const stage = [
+    `${mount} -t tmpfs -o mode=0755,nosuid,nodev,size=64k sandbox-stage ${STAGE}`,
+    `${shellQuote(tools.mkdir)} ${STAGED_ROOT} ${STAGED_VOLUME} ${STAGED_HOST_PROC}`,
+    `: > ${STAGED_INIT}`,
+    `${mount} --bind ${shellQuote(helper.binary)} ${STAGED_INIT}`,
+    `${mount} --bind /proc ${STAGED_HOST_PROC}`,
+    `${mount} -t proc -o nosuid,nodev,noexec proc /proc`,
+  ].map((step) => `${step} && `).join('');
   return [
-    `${joinProcs(options.procsFiles)}${idmap}${shellQuote(tools.mount)} -a -T "$1" || exit 125`,
+    `${joinProcs(options.procsFiles)}${idmap}${stage}${mount} -a -T "$1" || exit 125`,
     'bwrap=$2 && shift 2',
     'IFS= read -r network && IFS= read -r volume && IFS= read -r target || exit 125',
+    `${mount} --bind "$volume" ${STAGED_VOLUME} || exit 125`,
     'if [ "$network" = none ]; then set -- "$@" --unshare-net; fi',
-    `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind-fd ${VOLUME_FD} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ` +
-      `${SECCOMP_FD}<${shellQuote(helper.seccompFilter)} ${ROOT_FD}<${shellQuote(options.rootDir)} ${VOLUME_FD}<"$volume" ${INIT_FD}<${shellQuote(helper.binary)}`,
+    `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind ${STAGED_VOLUME} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ${SECCOMP_FD}<${shellQuote(helper.seccompFilter)}`,
   ].join('\n');
 }
 
@@ -170,15 +192,15 @@ function bwrapArguments(): string[] {
     ...SANDBOX_CAPABILITIES.flatMap((capability) => ['--cap-add', capability]),
     '--seccomp',
     String(SECCOMP_FD),
-    '--bind-fd',
-    String(ROOT_FD),
+    '--bind',
+    STAGED_ROOT,
     '/',
     '--dev',
     '/dev',
     '--proc',
     '/proc',
-    '--ro-bind-fd',
-    String(INIT_FD),
+    '--ro-bind',
+    STAGED_INIT,
     INIT_IN_SANDBOX,
   ];
 }

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { STAGED_ROOT } from './sandbox-commands';
 
 export interface OverlayMount {
   target: string;
@@ -14,8 +15,9 @@ export const ROOT_LAYER = 'root';
 export class SandboxDirs {
   constructor(readonly base: string) {}
 
+  /** Where the launcher mounts the merged root, in its own mount namespace. */
   get root(): string {
-    return join(this.base, 'root');
+    return STAGED_ROOT;
   }
   get fstab(): string {
     return join(this.base, 'fstab');
@@ -23,11 +25,18 @@ export class SandboxDirs {
   get stateFile(): string {
     return join(this.base, 'state.json');
   }
+  /** The sandbox's writable layer: its upper and work directories, on a filesystem of the disk limit's size. */
+  get writable(): string {
+    return join(this.base, 'rw');
+  }
+  get writableImage(): string {
+    return join(this.base, 'rw.ext4');
+  }
   upper(layer: string): string {
-    return join(this.base, 'upper', layer);
+    return join(this.writable, 'upper', layer);
   }
   work(layer: string): string {
-    return join(this.base, 'work', layer);
+    return join(this.writable, 'work', layer);
   }
   /** Mount point of the n-th host-owned lower layer, idmapped into the sandbox's id range. */
   idmapped(index: number): string {

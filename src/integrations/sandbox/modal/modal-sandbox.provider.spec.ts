@@ -109,7 +109,7 @@ describe('ModalSandboxProvider', () => {
       });
       expect(handle).toEqual({
         providerSandboxId: 'sb-modal-1',
-        limits: { lifetime_seconds: 600, max_processes: null, memory_bytes: null, cpu_cores: null, exec_output_bytes: expect.any(Number) },
+        limits: { lifetime_seconds: 600, max_processes: null, memory_bytes: null, cpu_cores: null, disk_bytes: null, exec_output_bytes: expect.any(Number) },
       });
     });
 

@@ -108,6 +108,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
         max_processes: null,
         memory_bytes: null,
         cpu_cores: null,
+        disk_bytes: null,
         exec_output_bytes: this.config.sandbox.execOutputLimitBytes,
       },
     };

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { SandboxFilesystemNotFoundError, type FileInfo } from 'modal';
 import { spawn } from 'node:child_process';
-import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -170,7 +170,8 @@ describe('ModalVolumeAccess, behaviour against a real shell and disk', () => {
     await volume.write('run.sh', Readable.from([Buffer.from('new')]));
     await volume.write('notes.txt', Readable.from([Buffer.from('n')]));
     await rm(join(root, 'run.sh'));
-    await writeFile(join(root, 'run.sh'), 'old', { mode: 0o750 });
+    await writeFile(join(root, 'run.sh'), 'old');
+    await chmod(join(root, 'run.sh'), 0o750); // whatever the umask of the worker
     await volume.write('run.sh', Readable.from([Buffer.from('newer')]));
 
     expect((await lstat(join(root, 'run.sh'))).mode & 0o777).toBe(0o750);

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -160,6 +161,7 @@ static int idmap_mounts(int argc, char **argv) {
 
 static int init(void) {
   close(USERNS_BLOCK_FD); /* bwrap leaves it open */
+  umask(022);
   sigset_t child_signals;
   sigemptyset(&child_signals);
   sigaddset(&child_signals, SIGCHLD);
@@ -260,6 +262,7 @@ static int enter(int argc, char **argv) {
   if (child < 0) die("fork");
   if (child == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    umask(022); /* the sandbox's default, not the service's private one */
     execvp(argv[1], argv + 1);
     die(argv[1]);
   }
