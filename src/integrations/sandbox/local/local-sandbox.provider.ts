@@ -25,7 +25,7 @@ import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
 import { SandboxCgroups } from './sandbox-cgroups';
-import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper, servicePathForLauncher } from './sandbox-commands';
+import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
 import {
   applyConfigStep,
   exitedState,
@@ -149,7 +149,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
    */
   async ensureVolume(accountId: string, volumeName: string): Promise<void> {
     const dir = this.volumeDir(accountId, volumeName);
-    const image = this.dataPath('volume-images', safeName(accountId, 'volume', 'account id'), `${safeName(volumeName, 'volume', 'volume name')}.ext4`);
+    const image = this.volumeImage(accountId, volumeName);
     await this.volumeLocks.run(dir, async () => {
       if (this.mountedVolumes.has(dir)) return;
       await mkdir(dir, { recursive: true });
@@ -166,6 +166,15 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
       await this.disks.mountVolume(image, dir);
       this.mountedVolumes.add(dir);
     });
+  }
+
+  private volumeImage(accountId: string, volumeName: string): string {
+    return this.dataPath('volume-images', safeName(accountId, 'volume', 'account id'), `${safeName(volumeName, 'volume', 'volume name')}.ext4`);
+  }
+
+  private volumeSource(accountId: string, volumeName: string): VolumeSource {
+    const image = this.volumeImage(accountId, volumeName);
+    return existsSync(image) ? { kind: 'image', path: image } : { kind: 'directory', path: this.volumeDir(accountId, volumeName) };
   }
 
   private async ownByTheSandboxRoot(dir: string): Promise<void> {
@@ -198,9 +207,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     const { id, dirs, cgroups, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      // The launcher's mount namespace may predate the volume's mount: it opens it through ours.
-      const volumeDir = servicePathForLauncher(process.pid, this.volumeDir(spec.accountId, spec.volumeName));
-      sandbox.initPid = await launcher.start({ network: spec.network, volumeDir, volumeMountPath: spec.volumeMountPath });
+      sandbox.initPid = await launcher.start({ network: spec.network, volume: this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;

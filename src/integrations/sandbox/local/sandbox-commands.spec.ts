@@ -51,7 +51,7 @@ describe('launchArgv', () => {
     expect(stage).toBeGreaterThan(script.indexOf('idmap-mounts'));
     expect(script.indexOf(`'/usr/bin/mount' --bind '${helper.binary}' /run/init`)).toBeGreaterThan(stage);
     expect(script.indexOf('-a -T')).toBeGreaterThan(stage);
-    expect(script).toContain(`'/usr/bin/mount' --bind "$volume" /run/volume || exit 125`);
+    expect(script).toContain(`if [ "$kind" = image ]; then '/usr/bin/mount' -o loop,nosuid,nodev,noatime,discard "$volume" /run/volume; else '/usr/bin/mount' --bind "$volume" /run/volume; fi || exit 125`);
   });
 
   it('runs bwrap as the unprivileged host uid of the sandbox root', () => {
@@ -78,12 +78,14 @@ describe('idMapLine', () => {
 });
 
 describe('launchParametersText', () => {
-  it('writes network, volume directory and mount path one per line', () => {
-    expect(launchParametersText({ network: 'none', volumeDir: '/data/volumes/a/v', volumeMountPath: '/workspace' })).toBe('none\n/data/volumes/a/v\n/workspace\n');
+  it('writes network, volume kind and path, and mount path one per line', () => {
+    expect(launchParametersText({ network: 'none', volume: { kind: 'image', path: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
+      'none\nimage\n/data/volume-images/a/v.ext4\n/workspace\n',
+    );
   });
 
   it('refuses a value that would break the lines', () => {
-    expect(() => launchParametersText({ network: 'open', volumeDir: '/data/volumes/a/v', volumeMountPath: '/work\nspace' })).toThrow('single lines');
+    expect(() => launchParametersText({ network: 'open', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/work\nspace' })).toThrow('single lines');
   });
 });
 

@@ -24,17 +24,8 @@ const STAGE = '/run';
 export const STAGED_ROOT = `${STAGE}/root`;
 const STAGED_VOLUME = `${STAGE}/volume`;
 const STAGED_INIT = `${STAGE}/init`;
-/**
- * The host's /proc stays reachable there for the launcher (the service's volumes are opened through
- * /proc/<service pid>/root, its mount namespace), while /proc becomes that of the launcher's pid
- * namespace, which bwrap reads.
- */
-const STAGED_HOST_PROC = `${STAGE}/host-proc`;
-
-/** A path of the service's mount namespace as the launcher can open it. */
-export function servicePathForLauncher(servicePid: number, path: string): string {
-  return `${STAGED_HOST_PROC}/${servicePid}/root${path}`;
-}
+/** Options of every mount of a volume's filesystem: the same in the service and in each launcher. */
+export const VOLUME_MOUNT_OPTIONS = 'loop,nosuid,nodev,noatime,discard';
 /** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until its stdin closes. */
 export const READY_LINE = 'sandbox-ready';
 /** Where the helper appears, read-only, inside every sandbox: bwrap starts it as the sandbox's pid 1. */
@@ -98,10 +89,17 @@ export interface LaunchOptions {
   fstab: string;
 }
 
+/**
+ * A volume's filesystem image, which the launcher mounts itself (the service's mount of it may be
+ * younger than the launcher's mount namespace; the loop device, and so the filesystem, is shared),
+ * or a plain directory from before disk limits.
+ */
+export type VolumeSource = { kind: 'image'; path: string } | { kind: 'directory'; path: string };
+
 /** What a prepared launcher reads from stdin before it becomes the sandbox. */
 export interface LaunchParameters {
   network: SandboxNetwork;
-  volumeDir: string;
+  volume: VolumeSource;
   volumeMountPath: string;
 }
 
@@ -124,17 +122,17 @@ function launchScript(options: LaunchOptions): string {
   const idmap = idmappedLayers.length === 0 ? '' : `${[helper.binary, 'idmap-mounts', String(ids.base), String(ids.count), ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])].map(shellQuote).join(' ')} && `;
   const stage = [
     `${mount} -t tmpfs -o mode=0755,nosuid,nodev,size=64k sandbox-stage ${STAGE}`,
-    `${shellQuote(tools.mkdir)} ${STAGED_ROOT} ${STAGED_VOLUME} ${STAGED_HOST_PROC}`,
+    `${shellQuote(tools.mkdir)} ${STAGED_ROOT} ${STAGED_VOLUME}`,
     `: > ${STAGED_INIT}`,
     `${mount} --bind ${shellQuote(helper.binary)} ${STAGED_INIT}`,
-    `${mount} --bind /proc ${STAGED_HOST_PROC}`,
+    // bwrap reads /proc by the pids of its own namespace
     `${mount} -t proc -o nosuid,nodev,noexec proc /proc`,
   ].map((step) => `${step} && `).join('');
   return [
     `${joinProcs(options.procsFiles)}${idmap}${stage}${mount} -a -T "$1" || exit 125`,
     'bwrap=$2 && shift 2',
-    'IFS= read -r network && IFS= read -r volume && IFS= read -r target || exit 125',
-    `${mount} --bind "$volume" ${STAGED_VOLUME} || exit 125`,
+    'IFS= read -r network && IFS= read -r kind && IFS= read -r volume && IFS= read -r target || exit 125',
+    `if [ "$kind" = image ]; then ${mount} -o ${VOLUME_MOUNT_OPTIONS} "$volume" ${STAGED_VOLUME}; else ${mount} --bind "$volume" ${STAGED_VOLUME}; fi || exit 125`,
     'if [ "$network" = none ]; then set -- "$@" --unshare-net; fi',
     `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind ${STAGED_VOLUME} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ${SECCOMP_FD}<${shellQuote(helper.seccompFilter)}`,
   ].join('\n');
@@ -162,7 +160,7 @@ export function launchArgv(options: LaunchOptions): string[] {
 }
 
 export function launchParametersText(parameters: LaunchParameters): string {
-  const lines = [parameters.network, parameters.volumeDir, parameters.volumeMountPath];
+  const lines = [parameters.network, parameters.volume.kind, parameters.volume.path, parameters.volumeMountPath];
   if (lines.some((line) => /[\n\r\0]/.test(line))) throw new Error('launch parameters must be single lines');
   return `${lines.join('\n')}\n`;
 }

@@ -1,6 +1,6 @@
 import { open, readFile, rmdir } from 'node:fs/promises';
 import { ProviderFailureError } from '../sandbox-provider.errors';
-import type { IdRange } from './sandbox-commands';
+import { type IdRange, VOLUME_MOUNT_OPTIONS } from './sandbox-commands';
 import type { SandboxSpawner } from './sandbox-spawner';
 
 const MIB = 1024 * 1024;
@@ -36,7 +36,7 @@ export class SandboxDisks {
   /** Mounts a volume image on its directory in the service's mount namespace, unless it already is. */
   async mountVolume(image: string, dir: string): Promise<void> {
     if (await isMountPoint(dir)) return;
-    await this.run([this.tools.mount, '-o', 'loop,nosuid,nodev,noatime,discard', image, dir]);
+    await this.run([this.tools.mount, '-o', VOLUME_MOUNT_OPTIONS, image, dir]);
     await rmdir(`${dir}/lost+found`).catch(() => undefined); // mkfs's, not the user's
   }
 
@@ -46,7 +46,7 @@ export class SandboxDisks {
 
   /** The fstab line mounting a writable layer's image (on its content directory) in the launcher. */
   layerFstabLine(image: string, dir: string): string {
-    return `${image} ${dir} ext4 loop,nosuid,nodev,noatime,discard 0 0\n`;
+    return `${image} ${dir} ext4 ${VOLUME_MOUNT_OPTIONS} 0 0\n`;
   }
 
   private async makeImage(image: string, options: string[]): Promise<void> {
@@ -62,6 +62,7 @@ export class SandboxDisks {
   /** Runs a host tool through the spawner (a spawn from the big service process blocks its event loop). */
   private async run(argv: string[]): Promise<void> {
     const child = await this.spawner.spawn(argv[0], argv.slice(1), { stdioCount: 3 });
+    child.ref();
     let output = '';
     const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-OUTPUT_TAIL_CHARS));
     child.stdio[1].on('data', keep);
