@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import { AppConfig } from '../src/config/app-config';
 import { LocalSandboxProvider } from '../src/integrations/sandbox/local/local-sandbox.provider';
+import { SandboxCgroups } from '../src/integrations/sandbox/local/sandbox-cgroups';
 import type { ExecRequest, SandboxSpec } from '../src/integrations/sandbox/sandbox-provider';
 import { ImageStepFailedError, SandboxGoneError, UnsupportedImageError } from '../src/integrations/sandbox/sandbox-provider.errors';
 
@@ -398,5 +399,24 @@ describe('LocalSandboxProvider on this host', () => {
 
     expect(await provider.reattach('sbx-0123456789ab', spec())).toBe(false);
     expect(existsSync(leftover)).toBe(false);
+  });
+
+  it('sweeps directories and cgroups of sandboxes that died with an earlier service before serving, and keeps running ones', async () => {
+    const running = await provider.create(spec());
+    const dead = 'sbx-00000000dead';
+    mkdirSync(join(dataDir, 'sandboxes', dead, 'rw'), { recursive: true });
+    writeFileSync(join(dataDir, 'sandboxes', dead, 'state.json'), JSON.stringify({ initPid: process.pid, expiresAt: Date.now() + 60_000 }));
+    const deadGroups = await SandboxCgroups.create(dead, { maxProcesses: 10, memoryBytes: 64 << 20, cpuCores: 1 });
+    const groupDirs = deadGroups.procsFiles.map(dirname);
+    expect(groupDirs.filter((dir) => existsSync(dir)).length).toBeGreaterThan(0);
+
+    const nextInstance = new LocalSandboxProvider(AppConfig.fromEnvironment({ DATA_DIR: dataDir }));
+    await nextInstance.onModuleInit();
+
+    expect(existsSync(join(dataDir, 'sandboxes', dead))).toBe(false);
+    expect(groupDirs.filter((dir) => existsSync(dir))).toEqual([]);
+    expect(existsSync(join(dataDir, 'sandboxes', running.providerSandboxId))).toBe(true);
+    expect((await run(running.providerSandboxId, ['true'])).exitCode).toBe(0);
+    await provider.terminate(running.providerSandboxId);
   });
 });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
-import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { KeyedLock } from '../../../common/keyed-lock';
 import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
@@ -88,7 +88,7 @@ interface PersistedState {
  * is kept prepared (root mounted, launcher waiting) so that creating one costs only its start.
  */
 @Injectable()
-export class LocalSandboxProvider extends SandboxProvider implements OnModuleDestroy {
+export class LocalSandboxProvider extends SandboxProvider implements OnModuleInit, OnModuleDestroy {
   readonly kind = 'local' as const;
   private readonly logger = new Logger(LocalSandboxProvider.name);
   private readonly sandboxes = new Map<string, LocalSandbox>();
@@ -353,7 +353,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
   /** Mounts a root in a new launcher that then waits for its sandbox's parameters. */
   private async prepare(imageRoot: string | undefined, cachedLayers: string | null): Promise<PreparedSandbox> {
     const tools = this.requireTools();
-    this.abandonedSwept ??= this.sweepAbandoned();
+    this.abandonedSwept ??= this.sweepLeftovers();
     await this.abandonedSwept;
     const id = `sbx-${randomBytes(6).toString('hex')}`;
     const dirs = new SandboxDirs(this.sandboxDir(id));
@@ -386,12 +386,27 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleDes
     await rm(prepared.dirs.base, { recursive: true, force: true });
   }
 
-  /** Sandbox directories a previous run prepared but never handed out (no state file) are removed. */
-  private async sweepAbandoned(): Promise<void> {
-    const ids = await readdir(this.dataPath('sandboxes')).catch(() => [] as string[]);
-    for (const id of ids.filter((name) => SANDBOX_ID.test(name))) {
-      if (!existsSync(new SandboxDirs(this.sandboxDir(id)).stateFile)) await this.removeLeftovers(id);
+  /**
+   * Before the service serves: what an earlier instance left of sandboxes that no longer run is
+   * removed (directories, and the cgroups of those directories; cgroups without one belong to
+   * another instance on this host). Sandboxes still running stay for reattach().
+   */
+  async onModuleInit(): Promise<void> {
+    if (this.readinessProblem()) return;
+    this.abandonedSwept ??= this.sweepLeftovers();
+    await this.abandonedSwept;
+  }
+
+  private async sweepLeftovers(): Promise<void> {
+    const ids = (await readdir(this.dataPath('sandboxes')).catch(() => [] as string[])).filter((name) => SANDBOX_ID.test(name));
+    let removed = 0;
+    for (const id of ids) {
+      const persisted = await readPersistedState(new SandboxDirs(this.sandboxDir(id)).stateFile);
+      if (persisted && (await isSandboxInit(persisted.initPid, id))) continue;
+      await this.removeLeftovers(id);
+      removed++;
     }
+    if (removed > 0) this.logger.log(`removed what ${removed} sandboxes of an earlier run left behind`);
   }
 
   /**
