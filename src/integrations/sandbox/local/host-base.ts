@@ -1,75 +1,127 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, copyFile, link, lstat, mkdir, readdir, readlink, realpath, rename, rm, stat, symlink } from 'node:fs/promises';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  type Stats,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { chmod, chown, copyFile, link, lstat, mkdir, readlink, realpath, rename, rm, stat, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { HostTools } from './host-tools';
 import { CLAUDE_DIR_IN_SANDBOX } from './sandbox-commands';
-import { HIDDEN_HOST_PATHS, HOST_SYSTEM_ENTRIES, type HostBasePlan, type HostEntry, planHostBase } from './sandbox-rootfs';
+import {
+  type ComposedEntry,
+  ETC_FROM_ADDITIONS,
+  HOST_PROGRAM_ENTRIES,
+  HOST_VIEW_VERSION,
+  type HostBasePlan,
+  type HostEntry,
+  type HostFile,
+  type HostSystem,
+  planHostBase,
+  shippedEtcPaths,
+  VAR_ALLOWLIST,
+  VAR_EMPTY_DIRS,
+} from './sandbox-rootfs';
 
 const run = promisify(execFile);
-/** Host files copied into every image root so that name resolution works as on the host. */
-const RESOLVER_FILES = ['/etc/resolv.conf', '/etc/hosts'];
+/** Host files copied (as the files they lead to) into every root so that name resolution works as on the host. */
+const RESOLVER_FILES = ETC_FROM_ADDITIONS.map((name) => `/etc/${name}`);
+const DPKG_INFO = '/var/lib/dpkg/info';
+/** Host files scanned or copied between two turns of the event loop (a few milliseconds' work). */
+const SLICE = 32;
+const DAY_MS = 86_400_000;
 
 /** The shared read-only layers of sandbox roots. */
 export interface SandboxBase {
   /** Lowest layer of a host-view root: empty top-level directories and the host's top-level symlinks. */
   skeletonDir: string;
   /**
-   * Above every root: the Claude Code CLI, the mount points the launcher needs and, for image
-   * roots, the host's resolver files. A lower layer, so a sandbox changing them changes its own copy.
+   * Above every root: the Claude Code CLI, the mount points the launcher needs and the host's
+   * resolver files. A lower layer, so a sandbox changing them changes its own copy.
    */
   additionsDir: string;
-  /** One overlay per shown host directory, lower layers highest first. */
+  /**
+   * One overlay per top-level directory of the host view, lower layers highest first: the host's
+   * program directories (/usr, /lib…) and the composed /etc, /var and /opt.
+   */
   layers: Array<{ name: string; lowerDirs: string[] }>;
 }
 
 /**
- * Builds (once per distinct plan) the skeleton, the additions and the mask layers hiding
- * `HIDDEN_HOST_PATHS` and `serviceHidden` (service files that may lie in a shown directory), under
- * `<baseDir>/<plan hash>`. Layers in use are never modified: a changed host gives a new directory.
+ * Builds (once per distinct plan) the skeleton, the mask layers hiding `serviceHidden` (service files
+ * that may lie in a program directory) and the composed /etc, /var and /opt under
+ * `<baseDir>/<plan hash>`, and the additions under `<baseDir>/additions-<hash>`. The plan records the
+ * owner, mode, size and mtime of every host file it copies, so a changed host gives a new directory:
+ * layers in use are never modified.
  */
 export async function prepareSandboxBase(baseDir: string, serviceHidden: string[], claudeBin: string, tools: HostTools): Promise<SandboxBase> {
-  const plan = planHostBase(await hostEntries(), await existingHidden([...HIDDEN_HOST_PATHS, ...(await sshHostKeys()), ...serviceHidden]));
-  const identity = { plan, sources: await Promise.all([claudeBin, ...RESOLVER_FILES].map(fileIdentity)) };
-  const dir = join(baseDir, createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16));
-  if (!(await stat(dir).catch(() => null))) await build(dir, plan, claudeBin, tools);
-  const additionsDir = join(dir, 'additions');
+  const hidden = await existingHidden([...serviceHidden, baseDir, ...serviceInstallation()]);
+  const plan = planHostBase(await hostEntries(), hidden, await scanHostSystem());
+  const dir = join(baseDir, identityHash({ version: HOST_VIEW_VERSION, plan }));
+  await buildOnce(dir, (partial) => buildBase(partial, plan, tools));
+  const claude = await realpath(claudeBin).catch(() => claudeBin);
+  const sources = await Promise.all([claude, ...RESOLVER_FILES].map(fileIdentity));
+  const additionsDir = join(baseDir, `additions-${identityHash({ version: HOST_VIEW_VERSION, sources })}`);
+  await buildOnce(additionsDir, (partial) => buildAdditions(partial, claude));
+  const additionsOver = (name: string) => (ADDITIONS_TOPS.includes(name) ? [join(additionsDir, name)] : []);
   return {
     skeletonDir: join(dir, 'skeleton'),
     additionsDir,
-    layers: plan.layers.map((layer) => ({
-      name: layer.name,
-      lowerDirs: [
-        ...(layer.name === ADDITIONS_TOP ? [join(additionsDir, ADDITIONS_TOP)] : []),
-        ...(layer.whiteouts.length > 0 ? [join(dir, 'masks', layer.name)] : []),
-        layer.hostDir,
-      ],
-    })),
+    layers: [
+      ...plan.layers.map((layer) => ({
+        name: layer.name,
+        lowerDirs: [...additionsOver(layer.name), ...(layer.whiteouts.length > 0 ? [join(dir, 'masks', layer.name)] : []), layer.hostDir],
+      })),
+      ...plan.composed.map(({ name }) => ({ name, lowerDirs: [...additionsOver(name), join(dir, 'system', name)] })),
+    ],
   };
 }
 
-/** The top-level directory of the additions that a host directory (/opt) may cover. */
-const ADDITIONS_TOP = CLAUDE_DIR_IN_SANDBOX.split('/')[1];
+/** The top-level directories of the additions, which cover those of the layers of the same name. */
+const ADDITIONS_TOPS = [CLAUDE_DIR_IN_SANDBOX.split('/')[1], 'etc'];
+
+function identityHash(identity: unknown): string {
+  return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
+}
 
 async function fileIdentity(path: string): Promise<unknown> {
   const stats = await stat(path).catch(() => null);
   return stats && { path, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }
 
+/** The service's own installation (code, node_modules): the nearest directory above this module holding a package.json. */
+function serviceInstallation(): string[] {
+  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return [dir];
+  }
+  return [];
+}
+
 async function hostEntries(): Promise<HostEntry[]> {
   const entries: HostEntry[] = [];
-  for (const name of HOST_SYSTEM_ENTRIES) {
+  for (const name of HOST_PROGRAM_ENTRIES) {
     const stats = await lstat(`/${name}`).catch(() => null);
     if (stats?.isDirectory()) entries.push({ name, kind: 'directory', mode: stats.mode });
     else if (stats?.isSymbolicLink()) entries.push({ name, kind: 'symlink', mode: stats.mode, target: await readlink(`/${name}`) });
   }
   return entries;
-}
-
-async function sshHostKeys(): Promise<string[]> {
-  const names = await readdir('/etc/ssh').catch(() => [] as string[]);
-  return names.filter((name) => /^ssh_host_.*key/.test(name)).map((name) => `/etc/ssh/${name}`);
 }
 
 /** The paths that exist, each also under its resolved name when a symlink leads there. */
@@ -83,12 +135,116 @@ async function existingHidden(paths: string[]): Promise<string[]> {
   return [...found].sort();
 }
 
-async function build(dir: string, plan: HostBasePlan, claudeBin: string, tools: HostTools): Promise<void> {
+async function scanHostSystem(): Promise<HostSystem> {
+  const passwdStats = await stat('/etc/passwd').catch(() => null);
+  return {
+    etc: await scanTrees(['/etc']),
+    shippedEtc: shippedEtcPaths(await dpkgFileLists()),
+    passwd: readTextIfAny('/etc/passwd'),
+    group: readTextIfAny('/etc/group'),
+    passwordChangeDay: Math.floor((passwdStats?.mtimeMs ?? 0) / DAY_MS),
+    var: await scanVar(),
+    opt: scanPaths(['/opt']),
+  };
+}
+
+/** /var itself, the empty directories' host counterparts, and the allowlisted trees with the directories leading to them. */
+async function scanVar(): Promise<HostFile[]> {
+  const trees = VAR_ALLOWLIST.map((path) => `/var/${path}`);
+  const leading = trees.flatMap((tree) => ancestorsBelow('/var', tree));
+  const files = [...scanPaths(['/var', ...VAR_EMPTY_DIRS.map(([path]) => `/var/${path}`), ...leading]), ...(await scanTrees(trees))];
+  return [...new Map(files.map((file) => [file.path, file])).values()];
+}
+
+function ancestorsBelow(root: string, path: string): string[] {
+  const ancestors: string[] = [];
+  for (let dir = dirname(path); dir.startsWith(`${root}/`); dir = dirname(dir)) ancestors.push(dir);
+  return ancestors;
+}
+
+function scanPaths(paths: string[]): HostFile[] {
+  return paths.flatMap((path) => {
+    const stats = lstatIfAny(path);
+    return stats ? [hostFile(path, stats)] : [];
+  });
+}
+
+/** Everything under the roots (themselves included) as lstat sees it; symlinks are not followed. */
+async function scanTrees(roots: string[]): Promise<HostFile[]> {
+  const files: HostFile[] = [];
+  const pending = [...roots];
+  while (pending.length > 0) {
+    for (const path of pending.splice(0, SLICE)) {
+      const stats = lstatIfAny(path);
+      if (!stats) continue;
+      files.push(hostFile(path, stats));
+      if (stats.isDirectory()) pending.push(...readdirIfAny(path).map((name) => join(path, name)));
+    }
+    await nextTurn();
+  }
+  return files;
+}
+
+function hostFile(path: string, stats: Stats): HostFile {
+  const kind = stats.isFile() ? 'file' : stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symlink' : 'other';
+  const file: HostFile = { path, kind, mode: stats.mode, uid: stats.uid, gid: stats.gid, size: stats.size, mtimeMs: stats.mtimeMs };
+  if (kind === 'symlink') file.target = readlinkIfAny(path);
+  return file;
+}
+
+async function dpkgFileLists(): Promise<string[]> {
+  const lists = readdirIfAny(DPKG_INFO).filter((name) => name.endsWith('.list') || name.endsWith('.conffiles'));
+  return inSlices(lists, (name) => readTextIfAny(join(DPKG_INFO, name)));
+}
+
+function lstatIfAny(path: string): Stats | undefined {
+  return lstatSync(path, { throwIfNoEntry: false });
+}
+
+function readlinkIfAny(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
+
+function readdirIfAny(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
+
+function readTextIfAny(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Runs `work` on every item, synchronously, yielding to the event loop between slices: a thread-pool
+ * round trip per system call made composing several times slower, one long loop would stall the service.
+ */
+async function inSlices<T, R>(items: T[], work: (item: T) => R): Promise<R[]> {
+  const results: R[] = [];
+  for (let start = 0; start < items.length; start += SLICE) {
+    results.push(...items.slice(start, start + SLICE).map(work));
+    await nextTurn();
+  }
+  return results;
+}
+
+/** Builds `dir` unless it exists, in a partial directory renamed into place: a concurrent build of the same content wins quietly. */
+async function buildOnce(dir: string, buildInto: (partial: string) => Promise<void>): Promise<void> {
+  if (await stat(dir).catch(() => null)) return;
   const partial = `${dir}.partial-${randomBytes(4).toString('hex')}`;
   try {
-    await buildSkeleton(join(partial, 'skeleton'), plan);
-    await buildAdditions(join(partial, 'additions'), claudeBin);
-    await buildMasks(join(partial, 'masks'), plan, tools);
+    await makeDir(partial, 0o755);
+    await buildInto(partial);
     await rename(partial, dir).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
     });
@@ -97,20 +253,39 @@ async function build(dir: string, plan: HostBasePlan, claudeBin: string, tools: 
   }
 }
 
+async function buildBase(partial: string, plan: HostBasePlan, tools: HostTools): Promise<void> {
+  await buildSkeleton(join(partial, 'skeleton'), plan);
+  await buildMasks(join(partial, 'masks'), plan, tools);
+  await buildComposed(join(partial, 'system'), plan);
+}
+
 async function buildSkeleton(skeleton: string, plan: HostBasePlan): Promise<void> {
+  await makeDir(skeleton, 0o755);
   for (const [path, mode] of plan.skeletonDirs) await makeDir(join(skeleton, path), mode);
   for (const [path, target] of plan.skeletonSymlinks) await symlink(target, join(skeleton, path));
 }
 
 async function buildAdditions(additions: string, claudeBin: string): Promise<void> {
-  await makeDir(additions, 0o755);
   for (const [path, mode] of [['proc', 0o555], ['dev', 0o755], ['tmp', 0o1777]] as const) await makeDir(join(additions, path), mode);
-  const claude = join(additions, CLAUDE_DIR_IN_SANDBOX, 'claude');
-  await mkdir(dirname(claude), { recursive: true });
-  // A hard link costs nothing; overlayfs never writes to a lower layer, so the host's file stays as it is.
-  await link(claudeBin, claude).catch(() => copyFile(claudeBin, claude));
-  await mkdir(join(additions, 'etc'), { recursive: true });
-  for (const file of RESOLVER_FILES) await copyFile(file, join(additions, file)).catch(() => undefined);
+  const names = CLAUDE_DIR_IN_SANDBOX.split('/').filter(Boolean);
+  for (let depth = 1; depth <= names.length; depth++) await makeDir(join(additions, ...names.slice(0, depth)), 0o755);
+  await placeClaude(claudeBin, join(additions, CLAUDE_DIR_IN_SANDBOX, 'claude'));
+  await makeDir(join(additions, 'etc'), 0o755);
+  for (const file of RESOLVER_FILES) await copyResolverFile(file, join(additions, file));
+}
+
+/** Copies what a symlink leads to: systemd-resolved's link into /run would dangle in a sandbox. */
+async function copyResolverFile(file: string, target: string): Promise<void> {
+  if (!(await copyFile(file, target).then(() => true, () => false))) return;
+  await chmod(target, 0o644);
+}
+
+/**
+ * A hard link costs nothing (the CLI is some 400 MB); overlayfs never writes to a lower layer, so
+ * the host's file stays as it is. A copy where DATA_DIR is on another filesystem.
+ */
+async function placeClaude(claudeBin: string, target: string): Promise<void> {
+  await link(claudeBin, target).catch(() => copyFile(claudeBin, target));
 }
 
 async function buildMasks(masks: string, plan: HostBasePlan, tools: HostTools): Promise<void> {
@@ -123,6 +298,48 @@ async function buildMasks(masks: string, plan: HostBasePlan, tools: HostTools): 
   }
   // A 0/0 character device is how overlayfs marks an entry of the layers below as deleted.
   if (whiteouts.length > 0) await run(tools.sh, ['-c', 'for p; do "$0" "$p" c 0 0 || exit 1; done', tools.mknod, ...whiteouts], { env: {} });
+}
+
+/** Creates the composed directories under `system` (`system/etc`…), parents before what they hold. */
+async function buildComposed(system: string, plan: HostBasePlan): Promise<void> {
+  await makeDir(system, 0o755);
+  for (const { entries } of plan.composed) await inSlices(entries, (entry) => createEntry(system, entry));
+}
+
+function createEntry(system: string, entry: ComposedEntry): void {
+  const path = join(system, entry.path);
+  if (entry.kind === 'symlink') {
+    symlinkSync(entry.target, path);
+    lchownSync(path, entry.uid, entry.gid);
+    return;
+  }
+  if (entry.kind === 'directory') mkdirSync(path);
+  else if (entry.kind === 'generated') writeFileSync(path, entry.content, { flag: 'wx', mode: 0o600 });
+  else if (!copySharedFile(entry.path, path)) return;
+  chownSync(path, entry.uid, entry.gid);
+  chmodSync(path, entry.mode); // after chown, which clears set-id bits; not subject to the umask
+}
+
+/**
+ * Copies a host file (no hard link: its own inode, owned as planned) if it still is a regular file
+ * every host user may read: it may have changed since it was planned. Keeps its mtime.
+ */
+function copySharedFile(source: string, target: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile() || (stats.mode & 0o004) === 0) return false;
+    writeFileSync(target, readFileSync(fd), { flag: 'wx', mode: 0o600 });
+    utimesSync(target, stats.atime, stats.mtime);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 async function makeDir(path: string, mode: number): Promise<void> {

@@ -7,13 +7,17 @@ import type { DockerfileStep } from '../dockerfile';
 
 const run = promisify(execFile);
 
+/** Layers cached by an engine whose sandboxes saw files with other owners (before uid shifting) are never reused. */
+const LAYER_FORMAT = 2;
+
 /**
- * Identifies the layers that a base and its Dockerfile lines produce for one account. Per account:
- * a RUN line could leave a process behind that changes the result while it is being cached.
+ * Identifies the layers that a base (by its content identity: a changed host view is another
+ * base) and its Dockerfile lines produce for one account. Per account: a RUN line could leave a
+ * process behind that changes the result while it is being cached.
  */
-export function imageCacheKey(accountId: string, imageBase: string, steps: DockerfileStep[]): string {
+export function imageCacheKey(accountId: string, baseIdentity: string, steps: DockerfileStep[]): string {
   return createHash('sha256')
-    .update(JSON.stringify({ account: accountId, base: imageBase, steps: steps.map((step) => step.instruction) }))
+    .update(JSON.stringify({ format: LAYER_FORMAT, account: accountId, base: baseIdentity, steps: steps.map((step) => step.instruction) }))
     .digest('hex');
 }
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, posix } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
 import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { KeyedLock } from '../../../common/keyed-lock';
 import { AppConfig } from '../../../config/app-config';
@@ -198,7 +198,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     validateSpec(spec);
     const steps = parseDockerfileCommands(spec.dockerfileCommands);
     const image = await this.resolveImage(spec.imageBase);
-    const cacheKey = steps.some((step) => step.kind === 'run') ? imageCacheKey(spec.accountId, image.name, steps) : undefined;
+    const cacheKey = steps.some((step) => step.kind === 'run') ? imageCacheKey(spec.accountId, await this.baseIdentity(image), steps) : undefined;
     const cachedLayers = cacheKey ? await this.imageCache.find(cacheKey) : null;
     await this.ensureVolume(spec.accountId, spec.volumeName);
 
@@ -437,6 +437,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       [...cached(ROOT_LAYER), base.additionsDir, base.skeletonDir],
       base.layers.map((layer) => ({ name: layer.name, lowerDirs: [...cached(layer.name), ...layer.lowerDirs] })),
     ];
+  }
+
+  /** An image by name; the host view by the content hash its base directory is named after. */
+  private async baseIdentity(image: { name: string; rootDir?: string }): Promise<string> {
+    if (image.rootDir) return `image:${image.name}`;
+    return `host:${basename(dirname((await this.getSandboxBase()).skeletonDir))}`;
   }
 
   private getSandboxBase(): Promise<SandboxBase> {
