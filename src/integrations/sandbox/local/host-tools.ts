@@ -14,7 +14,6 @@ export interface HostTools {
   umount: string;
   mkfs: string;
   mknod: string;
-  mkdir: string;
   cp: string;
   sh: string;
 }
@@ -28,14 +27,13 @@ const PACKAGE_OF: Record<keyof HostTools, string> = {
   umount: 'mount',
   mkfs: 'e2fsprogs',
   mknod: 'coreutils',
-  mkdir: 'coreutils',
   cp: 'coreutils',
   sh: 'dash',
 };
 
 /** Finds every tool; `missing` names the ones not found together with the Debian package providing them. */
 export function locateHostTools(bwrapBin: string): { tools: Partial<HostTools>; missing: Array<{ tool: keyof HostTools; pkg: string }> } {
-  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', umount: 'umount', mkfs: 'mkfs.ext4', mknod: 'mknod', mkdir: 'mkdir', cp: 'cp', sh: 'sh' };
+  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', umount: 'umount', mkfs: 'mkfs.ext4', mknod: 'mknod', cp: 'cp', sh: 'sh' };
   const tools: Partial<HostTools> = {};
   const missing: Array<{ tool: keyof HostTools; pkg: string }> = [];
   for (const tool of Object.keys(names) as Array<keyof HostTools>) {

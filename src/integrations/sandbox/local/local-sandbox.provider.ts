@@ -35,7 +35,7 @@ import {
   sandboxDefaults,
   secretValues,
 } from './sandbox-environment';
-import { megabytes, SandboxDisks } from './sandbox-disk';
+import { megabytes, mountSource, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
 import { SandboxSpawner } from './sandbox-spawner';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
@@ -172,9 +172,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.dataPath('volume-images', safeName(accountId, 'volume', 'account id'), `${safeName(volumeName, 'volume', 'volume name')}.ext4`);
   }
 
-  private volumeSource(accountId: string, volumeName: string): VolumeSource {
-    const image = this.volumeImage(accountId, volumeName);
-    return existsSync(image) ? { kind: 'image', path: image } : { kind: 'directory', path: this.volumeDir(accountId, volumeName) };
+  private async volumeSource(accountId: string, volumeName: string): Promise<VolumeSource> {
+    const dir = this.volumeDir(accountId, volumeName);
+    const device = this.mountedVolumes.has(dir) ? await mountSource(dir) : undefined;
+    return device?.startsWith('/dev/loop') ? { kind: 'loop', device, image: this.volumeImage(accountId, volumeName) } : { kind: 'directory', path: dir };
   }
 
   private async ownByTheSandboxRoot(dir: string): Promise<void> {
@@ -207,7 +208,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const { id, dirs, cgroups, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      sandbox.initPid = await launcher.start({ network: spec.network, volume: this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      sandbox.initPid = await launcher.start({ network: spec.network, volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;

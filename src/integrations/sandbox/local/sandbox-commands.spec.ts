@@ -11,7 +11,6 @@ const tools: HostTools = {
   mkfs: '/usr/sbin/mkfs.ext4',
   mount: '/usr/bin/mount',
   mknod: '/usr/bin/mknod',
-  mkdir: '/usr/bin/mkdir',
   cp: '/usr/bin/cp',
   sh: '/bin/sh',
 };
@@ -37,21 +36,19 @@ describe('launchArgv', () => {
     expect(argv.slice(0, 8)).toEqual(['/usr/bin/unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '/bin/sh']);
   });
 
-  it('joins every cgroup, mounts the host layers idmapped, then the fstab, before becoming bwrap', () => {
+  it('joins every cgroup, then stages the idmapped layers, /run and /proc, then mounts the fstab, before becoming bwrap', () => {
     expect(script).toContain(`echo $$ > '/sys/fs/cgroup/pids/modal-sandboxes/sbx-1/cgroup.procs' && `);
     expect(script).toContain(`echo $$ > '/sys/fs/cgroup/memory/it'\\''s/cgroup.procs' && `);
-    const idmap = script.indexOf(`'${helper.binary}' 'idmap-mounts' '100000' '65536' '/usr' '/data/sandboxes/sbx-1/lower/0'`);
-    expect(idmap).toBeGreaterThan(script.lastIndexOf('cgroup.procs'));
-    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(idmap);
+    const stage = script.indexOf(`'${helper.binary}' 'stage' '100000' '65536' '${helper.binary}' '/usr' '/data/sandboxes/sbx-1/lower/0'`);
+    expect(stage).toBeGreaterThan(script.lastIndexOf('cgroup.procs'));
+    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(stage);
     expect(argv.slice(11, 13)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
   });
 
-  it('stages root, volume and init on a tmpfs over its own /run, where bwrap may reach them', () => {
-    const stage = script.indexOf("'/usr/bin/mount' -t tmpfs -o mode=0755,nosuid,nodev,size=64k sandbox-stage /run");
-    expect(stage).toBeGreaterThan(script.indexOf('idmap-mounts'));
-    expect(script.indexOf(`'/usr/bin/mount' --bind '${helper.binary}' /run/init`)).toBeGreaterThan(stage);
-    expect(script.indexOf('-a -T')).toBeGreaterThan(stage);
-    expect(script).toContain(`if [ "$kind" = image ]; then '/usr/bin/mount' -o loop,nosuid,nodev,noatime,discard "$volume" /run/volume; else '/usr/bin/mount' --bind "$volume" /run/volume; fi || exit 125`);
+  it('mounts the volume on the staged mount point once it is known, checking a loop device still backs its image', () => {
+    expect(script).toContain(
+      `if [ "$kind" = loop ]; then IFS= read -r backing < "/sys/block/\${volume#/dev/}/loop/backing_file" && [ "$backing" = "$image" ] && '/usr/bin/mount' -o nosuid,nodev,noatime,discard "$volume" /run/volume; else '/usr/bin/mount' --bind "$volume" /run/volume; fi || exit 125`,
+    );
   });
 
   it('runs bwrap as the unprivileged host uid of the sandbox root', () => {
@@ -79,8 +76,11 @@ describe('idMapLine', () => {
 
 describe('launchParametersText', () => {
   it('writes network, volume kind and path, and mount path one per line', () => {
-    expect(launchParametersText({ network: 'none', volume: { kind: 'image', path: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
-      'none\nimage\n/data/volume-images/a/v.ext4\n/workspace\n',
+    expect(launchParametersText({ network: 'none', volume: { kind: 'loop', device: '/dev/loop3', image: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
+      'none\nloop\n/dev/loop3\n/data/volume-images/a/v.ext4\n/workspace\n',
+    );
+    expect(launchParametersText({ network: 'open', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/workspace' })).toBe(
+      'open\ndirectory\n/data/volumes/a/v\n-\n/workspace\n',
     );
   });
 

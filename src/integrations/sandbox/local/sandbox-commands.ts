@@ -25,7 +25,8 @@ export const STAGED_ROOT = `${STAGE}/root`;
 const STAGED_VOLUME = `${STAGE}/volume`;
 const STAGED_INIT = `${STAGE}/init`;
 /** Options of every mount of a volume's filesystem: the same in the service and in each launcher. */
-export const VOLUME_MOUNT_OPTIONS = 'loop,nosuid,nodev,noatime,discard';
+const VOLUME_FILESYSTEM_OPTIONS = 'nosuid,nodev,noatime,discard';
+export const VOLUME_MOUNT_OPTIONS = `loop,${VOLUME_FILESYSTEM_OPTIONS}`;
 /** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until its stdin closes. */
 export const READY_LINE = 'sandbox-ready';
 /** Where the helper appears, read-only, inside every sandbox: bwrap starts it as the sandbox's pid 1. */
@@ -90,11 +91,12 @@ export interface LaunchOptions {
 }
 
 /**
- * A volume's filesystem image, which the launcher mounts itself (the service's mount of it may be
- * younger than the launcher's mount namespace; the loop device, and so the filesystem, is shared),
- * or a plain directory from before disk limits.
+ * A volume's filesystem, which the launcher mounts itself (the service's mount of it may be
+ * younger than the launcher's mount namespace): through the loop device the service's mount uses
+ * (the same filesystem; the launcher checks the device still backs that image), or a plain
+ * directory from before disk limits.
  */
-export type VolumeSource = { kind: 'image'; path: string } | { kind: 'directory'; path: string };
+export type VolumeSource = { kind: 'loop'; device: string; image: string } | { kind: 'directory'; path: string };
 
 /** What a prepared launcher reads from stdin before it becomes the sandbox. */
 export interface LaunchParameters {
@@ -119,20 +121,14 @@ export function idMapLine(ids: IdRange): string {
 function launchScript(options: LaunchOptions): string {
   const { tools, helper, ids, idmappedLayers } = options;
   const mount = shellQuote(tools.mount);
-  const idmap = idmappedLayers.length === 0 ? '' : `${[helper.binary, 'idmap-mounts', String(ids.base), String(ids.count), ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])].map(shellQuote).join(' ')} && `;
-  const stage = [
-    `${mount} -t tmpfs -o mode=0755,nosuid,nodev,size=64k sandbox-stage ${STAGE}`,
-    `${shellQuote(tools.mkdir)} ${STAGED_ROOT} ${STAGED_VOLUME}`,
-    `: > ${STAGED_INIT}`,
-    `${mount} --bind ${shellQuote(helper.binary)} ${STAGED_INIT}`,
-    // bwrap reads /proc by the pids of its own namespace
-    `${mount} -t proc -o nosuid,nodev,noexec proc /proc`,
-  ].map((step) => `${step} && `).join('');
+  // idmapped layers, then STAGE (STAGED_ROOT, STAGED_VOLUME, STAGED_INIT) and a /proc of this pid namespace
+  const stage = [helper.binary, 'stage', String(ids.base), String(ids.count), helper.binary, ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])];
   return [
-    `${joinProcs(options.procsFiles)}${idmap}${stage}${mount} -a -T "$1" || exit 125`,
+    `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${mount} -a -T "$1" || exit 125`,
     'bwrap=$2 && shift 2',
-    'IFS= read -r network && IFS= read -r kind && IFS= read -r volume && IFS= read -r target || exit 125',
-    `if [ "$kind" = image ]; then ${mount} -o ${VOLUME_MOUNT_OPTIONS} "$volume" ${STAGED_VOLUME}; else ${mount} --bind "$volume" ${STAGED_VOLUME}; fi || exit 125`,
+    'IFS= read -r network && IFS= read -r kind && IFS= read -r volume && IFS= read -r image && IFS= read -r target || exit 125',
+    `if [ "$kind" = loop ]; then IFS= read -r backing < "/sys/block/\${volume#/dev/}/loop/backing_file" && [ "$backing" = "$image" ] && ${mount} -o ${VOLUME_FILESYSTEM_OPTIONS} "$volume" ${STAGED_VOLUME}; ` +
+      `else ${mount} --bind "$volume" ${STAGED_VOLUME}; fi || exit 125`,
     'if [ "$network" = none ]; then set -- "$@" --unshare-net; fi',
     `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind ${STAGED_VOLUME} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ${SECCOMP_FD}<${shellQuote(helper.seccompFilter)}`,
   ].join('\n');
@@ -160,7 +156,9 @@ export function launchArgv(options: LaunchOptions): string[] {
 }
 
 export function launchParametersText(parameters: LaunchParameters): string {
-  const lines = [parameters.network, parameters.volume.kind, parameters.volume.path, parameters.volumeMountPath];
+  const { volume } = parameters;
+  const [path, image] = volume.kind === 'loop' ? [volume.device, volume.image] : [volume.path, '-'];
+  const lines = [parameters.network, volume.kind, path, image, parameters.volumeMountPath];
   if (lines.some((line) => /[\n\r\0]/.test(line))) throw new Error('launch parameters must be single lines');
   return `${lines.join('\n')}\n`;
 }

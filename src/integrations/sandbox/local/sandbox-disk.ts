@@ -22,15 +22,16 @@ export class SandboxDisks {
 
   /**
    * The image of a sandbox's writable layer, holding `contentDir` (its upper and work directories,
-   * owners and modes as they are). No journal: the layer dies with the sandbox.
+   * owners and modes as they are). No journal: the layer dies with the sandbox. No blocks reserved
+   * for online resizing (they make mkfs ten times slower and 4 MB larger).
    */
   async createLayerImage(image: string, contentDir: string): Promise<void> {
-    await this.makeImage(image, ['-O', '^has_journal', '-d', contentDir]);
+    await this.makeImage(image, ['-O', '^has_journal,^resize_inode', '-d', contentDir]);
   }
 
   /** A volume's image, its root owned by the sandbox's root; journaled, as volumes outlive sandboxes. */
   async createVolumeImage(image: string): Promise<void> {
-    await this.makeImage(image, ['-E', `root_owner=${this.ids.base}:${this.ids.base},lazy_itable_init=1,lazy_journal_init=1,nodiscard`]);
+    await this.makeImage(image, ['-O', '^resize_inode', '-E', `root_owner=${this.ids.base}:${this.ids.base},lazy_itable_init=1,lazy_journal_init=1,nodiscard`]);
   }
 
   /** Mounts a volume image on its directory in the service's mount namespace, unless it already is. */
@@ -79,8 +80,19 @@ export function megabytes(mb: number): number {
 
 /** Whether dir is the mount point of a mount in this process's mount namespace. */
 export async function isMountPoint(dir: string): Promise<boolean> {
+  return (await mountSource(dir)) !== undefined;
+}
+
+/** The source (e.g. /dev/loop3) of the mount on dir, the last one mounted there. */
+export async function mountSource(dir: string): Promise<string | undefined> {
   const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  return mountinfo.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === dir);
+  const line = mountinfo
+    .split('\n')
+    .filter((entry) => unescapeMountPath(entry.split(' ')[4] ?? '') === dir)
+    .pop();
+  if (line === undefined) return undefined;
+  const afterSeparator = line.split(' - ')[1]?.split(' ');
+  return afterSeparator?.[1] ? unescapeMountPath(afterSeparator[1]) : '';
 }
 
 /** mountinfo escapes space, tab, newline and backslash as octal. */
