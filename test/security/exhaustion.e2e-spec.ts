@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { api } from '../support/http';
-import { compileProgram, freeBytes, plantMarker, randomToken, SandboxMarker, sandboxProcesses, sleep, startTenant, Tenant } from '../support/security-sandbox';
+import { allocatedBytes, compileProgram, plantMarker, randomToken, SandboxMarker, sandboxProcesses, sleep, startTenant, Tenant } from '../support/security-sandbox';
 
 const MAX_PROCESSES = 100;
 const MEMORY_LIMIT_MB = 256;
@@ -62,14 +62,16 @@ describe('a hostile tenant with a root shell cannot exhaust the host', () => {
     ['its root (/tmp)', '/tmp'],
   ])(`cannot write past SANDBOX_DISK_LIMIT_MB=${DISK_LIMIT_MB} on %s (dd 400 MB fails with ENOSPC/EDQUOT) and the host gets the space back`, async (_where, dir) => {
     const file = `${dir}/big-${randomToken(4)}`;
-    const before = await freeBytes(tenant.app.dataDir);
+    // What the service's data directory (every sandbox layer and volume image) takes on the host's
+    // disk: unlike the disk's free space, other test workers writing meanwhile do not move it.
+    const before = allocatedBytes(tenant.app.dataDir);
     const written = await tenant.sh(id, `dd if=/dev/zero of=${file} bs=1M count=400 conv=fsync 2>&1; echo "dd exit $?"; ls -l ${file}`, 120);
     await tenant.sh(id, `rm -f ${file}; sync`);
     // Freed blocks of a filesystem image reach the host when its journal commits (discard): allow a few seconds.
-    let after = await freeBytes(tenant.app.dataDir);
+    let after = allocatedBytes(tenant.app.dataDir);
     for (let attempt = 0; attempt < 20 && Math.abs(after - before) > FREE_SPACE_TOLERANCE_BYTES; attempt++) {
       await sleep(500);
-      after = await freeBytes(tenant.app.dataDir);
+      after = allocatedBytes(tenant.app.dataDir);
     }
     expect(written.stdout).toMatch(DISK_FULL);
     expect(written.stdout).not.toMatch(/^dd exit 0$/m);

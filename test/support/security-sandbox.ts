@@ -3,7 +3,7 @@
  * API and a root shell inside its sandbox, and a host-side observer that checks what that tenant
  * managed to do to the host. Nothing here reaches into the service's internals.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -266,11 +266,9 @@ export function sandboxProcesses(marker: SandboxMarker): HostProcess[] {
   return hostProcesses().filter((process) => process.pidNs === marker.pidNs || cgroupDirsOf(process).some((dir) => marker.cgroupDirs.includes(dir)));
 }
 
-/** Free bytes of the filesystem holding `path`, as statfs reports them to root. */
-export async function freeBytes(path: string): Promise<number> {
-  const { statfs } = await import('node:fs/promises');
-  const stats = await statfs(path);
-  return stats.bavail * stats.bsize;
+/** Bytes the tree at `path` occupies on its filesystem (allocated blocks, so sparse images count what they hold). */
+export function allocatedBytes(path: string): number {
+  return Number(execFileSync('du', ['-s', '-B1', '-x', path], { encoding: 'utf8' }).split('\t')[0]);
 }
 
 export const randomToken = (bytes = 12) => randomBytes(bytes).toString('hex');
