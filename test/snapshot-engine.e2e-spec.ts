@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidInputError } from '../src/common/domain-error';
@@ -104,8 +104,11 @@ describe.each(backends)('SnapshotEngine against %s', (label, createBackend) => {
     await writeFile(join(workspace, 'package.json'), '{"name":"demo"}\n');
     await writeFile(join(workspace, 'src/components/forms/input.tsx'), 'export const Input = () => null;\n'.repeat(200));
     await writeFile(join(workspace, 'src/components/forms/ünïcode name.txt'), 'ü\n');
-    await writeFile(join(workspace, 'deploy.sh'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
-    await writeFile(join(workspace, 'secrets.env'), 'TOKEN=1\n', { mode: 0o600 });
+    await writeFile(join(workspace, 'deploy.sh'), '#!/bin/sh\nexit 0\n');
+    await writeFile(join(workspace, 'secrets.env'), 'TOKEN=1\n');
+    // explicit modes: a worker that booted the app runs with the service's umask 077
+    await chmod(join(workspace, 'deploy.sh'), 0o755);
+    await chmod(join(workspace, 'secrets.env'), 0o600);
   }
 
   it('snapshots a project, lists it and restores it into a fresh volume with structure and modes', async () => {

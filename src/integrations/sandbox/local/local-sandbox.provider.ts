@@ -46,6 +46,8 @@ const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SANDBOX_ID = /^sbx-[0-9a-f]{12}$/;
 const STEP_OUTPUT_TAIL_BYTES = 4096;
 const PTY_ENV = { TERM: 'xterm-256color' };
+/** How long each step of stopping the engine may take before the service stops without it. */
+const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
 const SPARE_DELAY_MS = 10;
 
@@ -130,12 +132,23 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const warm = this.warm;
     this.warm = undefined;
     const running = [...this.sandboxes.values()].filter((sandbox) => sandbox.state.status === 'running');
-    await Promise.all([
+    const stopped = Promise.all([
       warm?.then((prepared) => this.discard(prepared)).catch(() => undefined),
       ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
     ]);
-    for (const dir of this.mountedVolumes) await this.disks.unmount(dir).catch((error: Error) => this.logger.warn(`could not unmount volume ${dir}: ${error.message}`));
-    await this.spawner.close();
+    await this.withinShutdownDeadline(stopped, 'stopping sandboxes');
+    const unmounted = Promise.all([...this.mountedVolumes].map((dir) => this.disks.unmount(dir).catch((error: Error) => this.logger.warn(`could not unmount volume ${dir}: ${error.message}`))));
+    await this.withinShutdownDeadline(unmounted, 'unmounting volumes');
+    await this.withinShutdownDeadline(this.spawner.close(), 'closing the spawner');
+  }
+
+  /** A stop of the service never hangs on the kernel (a process in uninterruptible sleep): it says so and goes on. */
+  private async withinShutdownDeadline(work: Promise<unknown>, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SHUTDOWN_STEP_MS)));
+    const outcome = await Promise.race([work.then(() => 'done' as const), deadline]);
+    clearTimeout(timer);
+    if (outcome === 'late') this.logger.warn(`${what} took more than ${SHUTDOWN_STEP_MS} ms; going on without waiting`);
   }
 
   async ensureApp(accountId: string): Promise<void> {

@@ -42,7 +42,8 @@ export class SandboxDisks {
   }
 
   async unmount(dir: string): Promise<void> {
-    if (await isMountPoint(dir)) await this.run([this.tools.umount, dir]);
+    // lazy: launchers still starting may hold it; the filesystem goes once the last user does
+    if (await isMountPoint(dir)) await this.run([this.tools.umount, '--lazy', dir]);
   }
 
   /** The fstab line mounting a writable layer's image (on its content directory) in the launcher. */
