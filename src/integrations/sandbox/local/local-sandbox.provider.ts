@@ -199,7 +199,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
   private get disks(): SandboxDisks {
     const tools = this.located.tools as HostTools;
-    this.disksOnce ??= new SandboxDisks(this.spawner, tools, megabytes(this.config.sandbox.diskLimitMb), this.ids);
+    this.disksOnce ??= new SandboxDisks(tools, megabytes(this.config.sandbox.diskLimitMb), this.ids);
     return this.disksOnce;
   }
 
@@ -375,14 +375,14 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     let launcher: SandboxLauncher | undefined;
     try {
       await prepareSandboxDirs(dirs, overlays, idmappedLayers, this.ids);
-      await this.disks.createLayerImage(dirs.writableImage, dirs.writable);
+      const makeWritableLayer = await this.disks.createLayerImage(dirs.writableImage, dirs.writable);
       await writeFile(dirs.fstab, this.disks.layerFstabLine(dirs.writableImage, dirs.writable) + sandboxFstab(overlays));
       const cgroups = await SandboxCgroups.create(id, {
         maxProcesses: this.config.sandbox.maxProcesses,
         memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
         cpuCores: this.config.sandbox.cpuLimit,
       });
-      const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, fstab: dirs.fstab });
+      const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, makeWritableLayer, fstab: dirs.fstab });
       launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
       return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {

@@ -28,7 +28,8 @@ describe('shellQuote', () => {
 
 describe('launchArgv', () => {
   const idmappedLayers = [{ source: '/usr', target: '/data/sandboxes/sbx-1/lower/0' }];
-  const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, fstab: '/data/sandboxes/sbx-1/fstab' });
+  const makeWritableLayer = ['/usr/sbin/mkfs.ext4', '-q', '-d', '/data/sandboxes/sbx-1/rw', '/data/sandboxes/sbx-1/rw.ext4'];
+  const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, makeWritableLayer, fstab: '/data/sandboxes/sbx-1/fstab' });
   const script = argv[9];
   const bwrap = argv.slice(13);
 
@@ -41,7 +42,9 @@ describe('launchArgv', () => {
     expect(script).toContain(`echo $$ > '/sys/fs/cgroup/memory/it'\\''s/cgroup.procs' && `);
     const stage = script.indexOf(`'${helper.binary}' 'stage' '100000' '65536' '${helper.binary}' '/usr' '/data/sandboxes/sbx-1/lower/0'`);
     expect(stage).toBeGreaterThan(script.lastIndexOf('cgroup.procs'));
-    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(stage);
+    const mkfs = script.indexOf(`'/usr/sbin/mkfs.ext4' '-q' '-d' '/data/sandboxes/sbx-1/rw' '/data/sandboxes/sbx-1/rw.ext4' && `);
+    expect(mkfs).toBeGreaterThan(stage);
+    expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(mkfs);
     expect(argv.slice(11, 13)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
   });
 

@@ -86,6 +86,8 @@ export interface LaunchOptions {
   procsFiles: string[];
   /** Host-owned lower layers, each mounted idmapped (shifted into `ids`) on its target before the overlays. */
   idmappedLayers: Array<{ source: string; target: string }>;
+  /** argv making the sandbox's writable layer (its filesystem image) before the fstab mounts it. */
+  makeWritableLayer: string[];
   /** Mounts the overlays; the root overlay's target is STAGED_ROOT. */
   fstab: string;
 }
@@ -124,7 +126,7 @@ function launchScript(options: LaunchOptions): string {
   // idmapped layers, then STAGE (STAGED_ROOT, STAGED_VOLUME, STAGED_INIT) and a /proc of this pid namespace
   const stage = [helper.binary, 'stage', String(ids.base), String(ids.count), helper.binary, ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])];
   return [
-    `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${mount} -a -T "$1" || exit 125`,
+    `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${options.makeWritableLayer.map(shellQuote).join(' ')} && ${mount} -a -T "$1" || exit 125`,
     'bwrap=$2 && shift 2',
     'IFS= read -r network && IFS= read -r kind && IFS= read -r volume && IFS= read -r image && IFS= read -r target || exit 125',
     `if [ "$kind" = loop ]; then IFS= read -r backing < "/sys/block/\${volume#/dev/}/loop/backing_file" && [ "$backing" = "$image" ] && ${mount} -o ${VOLUME_FILESYSTEM_OPTIONS} "$volume" ${STAGED_VOLUME}; ` +

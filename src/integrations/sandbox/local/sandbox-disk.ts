@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process';
 import { open, readFile, rmdir } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { ProviderFailureError } from '../sandbox-provider.errors';
 import { type IdRange, VOLUME_MOUNT_OPTIONS } from './sandbox-commands';
-import type { SandboxSpawner } from './sandbox-spawner';
 
 const MIB = 1024 * 1024;
 const OUTPUT_TAIL_CHARS = 2000;
+const TOOL_DEADLINE_MS = 60_000;
+const runFile = promisify(execFile);
 
 /**
  * Disk limits on a host whatever its filesystem: a sandbox's writable layer and each volume are
@@ -14,24 +17,26 @@ const OUTPUT_TAIL_CHARS = 2000;
  */
 export class SandboxDisks {
   constructor(
-    private readonly spawner: SandboxSpawner,
     private readonly tools: { mkfs: string; mount: string; umount: string },
     readonly limitBytes: number,
     private readonly ids: IdRange,
   ) {}
 
   /**
-   * The image of a sandbox's writable layer, holding `contentDir` (its upper and work directories,
-   * owners and modes as they are). No journal: the layer dies with the sandbox. No blocks reserved
-   * for online resizing (they make mkfs ten times slower and 4 MB larger).
+   * The sparse file of a sandbox's writable layer and the command (run by its launcher) that
+   * makes it a filesystem holding `contentDir` (its upper and work directories, owners and modes
+   * as they are). No journal: the layer dies with the sandbox. No blocks reserved for online
+   * resizing (they make mkfs ten times slower and 4 MB larger).
    */
-  async createLayerImage(image: string, contentDir: string): Promise<void> {
-    await this.makeImage(image, ['-O', '^has_journal,^resize_inode', '-d', contentDir]);
+  async createLayerImage(image: string, contentDir: string): Promise<string[]> {
+    await this.createSparseFile(image);
+    return this.mkfsArgv(image, ['-O', '^has_journal,^resize_inode', '-d', contentDir]);
   }
 
   /** A volume's image, its root owned by the sandbox's root; journaled, as volumes outlive sandboxes. */
   async createVolumeImage(image: string): Promise<void> {
-    await this.makeImage(image, ['-O', '^resize_inode', '-E', `root_owner=${this.ids.base}:${this.ids.base},lazy_itable_init=1,lazy_journal_init=1,nodiscard`]);
+    await this.createSparseFile(image);
+    await this.run(this.mkfsArgv(image, ['-O', '^resize_inode', '-E', `root_owner=${this.ids.base}:${this.ids.base},lazy_itable_init=1,lazy_journal_init=1,nodiscard`]));
   }
 
   /** Mounts a volume image on its directory in the service's mount namespace, unless it already is. */
@@ -51,27 +56,30 @@ export class SandboxDisks {
     return `${image} ${dir} ext4 ${VOLUME_MOUNT_OPTIONS} 0 0\n`;
   }
 
-  private async makeImage(image: string, options: string[]): Promise<void> {
+  private async createSparseFile(image: string): Promise<void> {
     const file = await open(image, 'w');
     try {
       await file.truncate(this.limitBytes); // sparse: costs the host only what is written
     } finally {
       await file.close();
     }
-    await this.run([this.tools.mkfs, '-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,nodiscard', ...options, image]);
   }
 
-  /** Runs a host tool through the spawner (a spawn from the big service process blocks its event loop). */
+  private mkfsArgv(image: string, options: string[]): string[] {
+    return [this.tools.mkfs, '-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,nodiscard', ...options, image];
+  }
+
+  /**
+   * Runs a host tool (once per volume: mkfs, mount, umount) to its exit, within a deadline. Not
+   * through the spawner: these are rare, and a process that exits at once can outrun its handover.
+   */
   private async run(argv: string[]): Promise<void> {
-    const child = await this.spawner.spawn(argv[0], argv.slice(1), { stdioCount: 3 });
-    child.ref();
-    let output = '';
-    const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-OUTPUT_TAIL_CHARS));
-    child.stdio[1].on('data', keep);
-    child.stdio[2].on('data', keep);
-    child.stdio[0].end();
-    const code = await new Promise<number | null>((resolve) => child.once('close', (exitCode: number | null) => resolve(exitCode)));
-    if (code !== 0) throw new ProviderFailureError('sandbox', `${argv[0]} failed (${code}): ${output.trim()}`);
+    try {
+      await runFile(argv[0], argv.slice(1), { timeout: TOOL_DEADLINE_MS, killSignal: 'SIGKILL', env: {} });
+    } catch (error) {
+      const failure = error as Error & { stderr?: string; code?: number | string };
+      throw new ProviderFailureError('sandbox', `${argv[0]} failed (${failure.code ?? 'killed'}): ${(failure.stderr ?? failure.message).trim().slice(-OUTPUT_TAIL_CHARS)}`);
+    }
   }
 }
 

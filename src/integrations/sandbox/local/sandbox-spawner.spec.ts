@@ -62,6 +62,16 @@ describe('SandboxSpawner', () => {
     expect(stderr()).toBe('oops\n');
   });
 
+  it('closes every one of many processes that exit at once without output (their outputs may end before they are handed over)', async () => {
+    const exits = Array.from({ length: 40 }, async () => {
+      const child = await spawner.spawn('/bin/true', [], { stdioCount: 3 });
+      child.stdio[0].end();
+      return closed(child);
+    });
+
+    expect(await Promise.all(exits)).toEqual(exits.map(() => [0, null]));
+  });
+
   it('gives the process an empty environment and keeps no copy of its stdio, so closing stdin ends its input', async () => {
     const child = await spawner.spawn('/bin/sh', ['-c', 'cat >/dev/null; env'], { stdioCount: 3 });
     const stdout = collect(child.stdio[1]);

@@ -48,7 +48,11 @@ export class SpawnedProcess extends EventEmitter {
   ) {
     super();
     this.closesNeeded = stdio.length;
-    for (const socket of stdio.slice(1)) socket.once('close', () => this.closeOne());
+    // A short-lived process may have closed an output before this object exists.
+    for (const socket of stdio.slice(1)) {
+      if (socket.closed) this.closeOne();
+      else socket.once('close', () => this.closeOne());
+    }
   }
 
   /** Signals the process, or its whole group when it was spawned detached; nothing once it has closed. */
