@@ -46,6 +46,7 @@ const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SANDBOX_ID = /^sbx-[0-9a-f]{12}$/;
 const STEP_OUTPUT_TAIL_BYTES = 4096;
 const PTY_ENV = { TERM: 'xterm-256color' };
+const WARM_SANDBOXES = 2;
 /** How long each step of stopping the engine may take before the service stops without it. */
 const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
@@ -105,7 +106,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private readonly mountedVolumes = new Set<string>();
   private sandboxBase?: Promise<SandboxBase>;
   private abandonedSwept?: Promise<void>;
-  private warm?: Promise<PreparedSandbox>;
+  /** Plain host-view sandboxes prepared ahead (mounted, launcher waiting), oldest first. */
+  private readonly warm: Array<Promise<PreparedSandbox>> = [];
   private closing = false;
 
   constructor(private readonly config: AppConfig) {
@@ -129,11 +131,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
   async onModuleDestroy(): Promise<void> {
     this.closing = true;
-    const warm = this.warm;
-    this.warm = undefined;
+    const warm = this.warm.splice(0);
     const running = [...this.sandboxes.values()].filter((sandbox) => sandbox.state.status === 'running');
     const stopped = Promise.all([
-      warm?.then((prepared) => this.discard(prepared)).catch(() => undefined),
+      ...warm.map((pending) => pending.then((prepared) => this.discard(prepared)).catch(() => undefined)),
       ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
     ]);
     await this.withinShutdownDeadline(stopped, 'stopping sandboxes');
@@ -345,23 +346,28 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
   /** The prepared plain host-view sandbox, or a new one when none is ready. */
   private async takeWarm(): Promise<PreparedSandbox> {
-    const pending = this.warm;
-    this.warm = undefined; // before awaiting, so that concurrent creates never share it
+    const pending = this.warm.shift(); // before awaiting, so that concurrent creates never share it
     const warm = await pending?.catch(() => undefined);
     if (warm && !warm.launcher.exited) return warm;
     if (warm) await this.discard(warm);
     return this.prepare(undefined, null);
   }
 
-  /** Prepares the next plain host-view sandbox (its mounts, launcher and first exec process). */
+  /**
+   * Keeps WARM_SANDBOXES plain host-view sandboxes prepared (mounts, launcher, first exec process):
+   * more than one, so that a create right after another does not wait for the one being prepared
+   * while the previous sandbox's teardown holds the CPU.
+   */
   private warmUp(): void {
-    if (this.warm || this.closing) return;
-    const warm = this.prepare(undefined, null);
-    this.warm = warm;
-    warm.catch((error: Error) => {
-      this.logger.warn(`could not prepare a sandbox ahead of time: ${error.message}`);
-      if (this.warm === warm) this.warm = undefined;
-    });
+    while (this.warm.length < WARM_SANDBOXES && !this.closing) {
+      const warm = this.prepare(undefined, null);
+      this.warm.push(warm);
+      warm.catch((error: Error) => {
+        this.logger.warn(`could not prepare a sandbox ahead of time: ${error.message}`);
+        const index = this.warm.indexOf(warm);
+        if (index >= 0) this.warm.splice(index, 1);
+      });
+    }
   }
 
   /** Mounts a root in a new launcher that then waits for its sandbox's parameters. */
