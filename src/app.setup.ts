@@ -7,6 +7,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule, AppModuleOptions } from './app.module';
+import { jsonBodyReviver } from './common/json-body-guards';
 import { ensurePrivateDataDir, useOwnerOnlyUmask } from './common/private-files';
 
 /** Builds the fully configured application; main.ts and the e2e tests share it. */
@@ -16,8 +17,13 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(options), { bufferLogs: true, bodyParser: false });
   app.useLogger(app.get(Logger));
   // File uploads stream their raw body to the volume, whatever content type the client sends.
-  app.useBodyParser('json', { limit: options.config.http.bodyLimit, type: (request: IncomingMessage) => isJsonRequest(request) && !isFileUpload(request) });
-  app.set('trust proxy', 'loopback');
+  app.useBodyParser('json', {
+    limit: options.config.http.bodyLimit,
+    type: (request: IncomingMessage) => isJsonRequest(request) && !isFileUpload(request),
+    reviver: jsonBodyReviver(MAX_JSON_DEPTH),
+  });
+  // Off unless configured: a client address from X-Forwarded-For is only believed from named proxies.
+  if (options.config.http.trustProxy !== undefined) app.set('trust proxy', options.config.http.trustProxy);
   app.disable('x-powered-by');
   app.useGlobalPipes(
     new ValidationPipe({
@@ -46,6 +52,8 @@ function secureDataDirBeforeTheDatabaseOpens(dataDir: string): void {
   }
 }
 
+/** Deeper JSON is refused before class-transformer, which recurses once per level. */
+const MAX_JSON_DEPTH = 64;
 const CHAT_PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /** The chat page from static/, and its browser libraries from their npm packages (never a CDN). */

@@ -2,6 +2,7 @@ import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus, Logge
 import type { Request, Response } from 'express';
 import { STATUS_CODES } from 'node:http';
 import { DomainError, DomainErrorKind } from './domain-error';
+import { JsonTooDeepError, NulCharacterError } from './json-body-guards';
 
 const STATUS_BY_KIND: Record<DomainErrorKind, number> = {
   invalid: HttpStatus.BAD_REQUEST,
@@ -61,7 +62,8 @@ export class HttpExceptionFilter implements ExceptionFilter {
     }
     const parserError = [exception, (exception as { cause?: unknown } | null)?.cause].find(isBodyParserError);
     if (parserError) {
-      return { statusCode: parserError.status, error: STATUS_CODES[parserError.status] ?? 'Error', message: BODY_PARSER_MESSAGES[parserError.type] ?? 'Invalid request body' };
+      const message = isBodyGuardError(parserError) ? (parserError as unknown as Error).message : (BODY_PARSER_MESSAGES[parserError.type] ?? 'Invalid request body');
+      return { statusCode: parserError.status, error: STATUS_CODES[parserError.status] ?? 'Error', message };
     }
     if (exception instanceof HttpException) {
       const statusCode = exception.getStatus();
@@ -72,6 +74,11 @@ export class HttpExceptionFilter implements ExceptionFilter {
     this.logger.error({ err: exception, request_id: requestId }, 'unhandled error');
     return { statusCode: 500, error: 'Internal Server Error', message: 'An unexpected error occurred; quote the request id when reporting it', request_id: requestId };
   }
+}
+
+/** Our own checks inside the body parser, whose messages name the problem. */
+function isBodyGuardError(error: unknown): boolean {
+  return error instanceof NulCharacterError || error instanceof JsonTooDeepError;
 }
 
 function isBodyParserError(value: unknown): value is BodyParserError {

@@ -3,7 +3,8 @@ import { EnvironmentVariables, validateEnvironment } from './environment';
 
 /** Typed configuration, built once at boot from the validated environment. Injected by class. */
 export class AppConfig {
-  readonly http: { port: number; host: string; bodyLimit: string };
+  /** trustProxy: Express' `trust proxy` (hops, addresses or subnets); undefined = X-Forwarded-For is ignored. */
+  readonly http: { port: number; host: string; bodyLimit: string; trustProxy?: boolean | number | string };
   readonly dataDir: string;
   readonly database: { url?: string };
   readonly auth: {
@@ -60,7 +61,7 @@ export class AppConfig {
   };
 
   constructor(env: EnvironmentVariables) {
-    this.http = { port: env.PORT, host: env.HOST, bodyLimit: env.BODY_LIMIT };
+    this.http = { port: env.PORT, host: env.HOST, bodyLimit: env.BODY_LIMIT, trustProxy: trustProxySetting(env.TRUST_PROXY) };
     this.dataDir = resolve(env.DATA_DIR);
     this.database = { url: env.DATABASE_URL };
     this.auth = {
@@ -148,4 +149,11 @@ function pickDefined(values: Record<string, string | undefined>): Record<string,
 /** The Claude Code CLI of the pinned npm dependency. */
 function bundledClaudeBinary(): string {
   return join(dirname(require.resolve('@anthropic-ai/claude-code/package.json')), 'bin', 'claude.exe');
+}
+
+/** `2` → hop count, `true` → every hop, otherwise Express' list of addresses/subnets/names (`loopback, 10.0.0.0/8`). */
+function trustProxySetting(value: string | undefined): boolean | number | string | undefined {
+  if (value === undefined || value === 'false') return undefined;
+  if (value === 'true') return true;
+  return /^\d+$/.test(value) ? Number(value) : value;
 }

@@ -54,6 +54,10 @@ export class EnvironmentVariables {
   @IsOptional() @Matches(/^\d+(b|kb|mb)$/i, { message: 'BODY_LIMIT must look like 100kb or 1mb' })
   BODY_LIMIT: string = '1mb';
 
+  /** Proxies whose X-Forwarded-For is believed (client address for the login limit); unset = none. */
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^[\w.:/, -]+$/, { message: 'TRUST_PROXY must be a hop count, true, or addresses/subnets separated by commas' })
+  TRUST_PROXY?: string;
+
   @IsOptional() @IsIn(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
   LOG_LEVEL: string = 'info';
 

@@ -110,6 +110,15 @@ describe(`foundation and auth on ${database}`, () => {
       const malformed = await call(app.url, route.method, route.path, { token: app.adminToken, rawBody: '{"broken": ' });
       expect({ label, status: malformed.status, message: malformed.body.message }).toEqual({ label, status: 400, message: 'Malformed JSON in request body' });
 
+      const stringProperty = Object.entries<any>(route.schema.properties ?? {}).find(([, schema]) => schema.type === 'string')?.[0] ?? 'name';
+      const nul = await call(app.url, route.method, route.path, { token: app.adminToken, rawBody: JSON.stringify({ [stringProperty]: 'a\u0000b' }) });
+      expect({ label, status: nul.status, message: nul.body.message }).toEqual({ label, status: 400, message: `${stringProperty} must not contain NUL (U+0000) characters` });
+      const nested = (levels: number) => `{"${stringProperty}":${'['.repeat(levels)}${']'.repeat(levels)}}`;
+      const deep = await call(app.url, route.method, route.path, { token: app.adminToken, rawBody: nested(100) });
+      expect({ label, status: deep.status, message: deep.body.message }).toEqual({ label, status: 400, message: 'JSON request body is nested deeper than 64 levels' });
+      // so deep that the parser itself gives up: still a 400, never the 500 of a stack overflow
+      expect({ label, status: (await call(app.url, route.method, route.path, { token: app.adminToken, rawBody: nested(20_000) })).status }).toEqual({ label, status: 400 });
+
       const unknown = await call(app.url, route.method, route.path, { token: app.adminToken, body: { unexpected_field: 1 } });
       expect({ label, status: unknown.status }).toEqual({ label, status: 400 });
       expect(unknown.body.message).toContain('property unexpected_field should not exist');
@@ -173,6 +182,15 @@ describe('login rate limit', () => {
     }
     // startTestApp used one attempt to log the admin in
     expect(statuses).toEqual([401, 401, 429, 429]);
+  });
+
+  it('is not reset by a client rotating X-Forwarded-For (no proxy is trusted unless TRUST_PROXY says so)', async () => {
+    const statuses: number[] = [];
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const headers = { 'x-forwarded-for': `203.0.113.${attempt + 1}` };
+      statuses.push((await call(app.url, 'POST', '/api/auth/login', { body: { email: app.adminEmail, password: 'guess-number-y' }, headers })).status);
+    }
+    expect(statuses).toEqual([429, 429, 429, 429, 429, 429]);
   });
 });
 }
