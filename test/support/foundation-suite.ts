@@ -193,6 +193,26 @@ describe('login rate limit', () => {
     expect(statuses).toEqual([429, 429, 429, 429, 429, 429]);
   });
 });
+
+describe('login rate limit behind a trusted proxy', () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startTestApp({ env: { LOGIN_RATE_LIMIT: '3', LOGIN_RATE_WINDOW_SECONDS: '60', TRUST_PROXY: 'loopback' } });
+  });
+  afterAll(() => app?.close({ purge: true }));
+
+  it('counts attempts per client address and per email: many addresses get no more guesses at one account', async () => {
+    const attempt = (email: string, clientAddress: string) =>
+      call(app.url, 'POST', '/api/auth/login', { body: { email, password: 'guess-number-z' }, headers: { 'x-forwarded-for': clientAddress } });
+    const statuses: number[] = [];
+    for (let index = 0; index < 4; index++) statuses.push((await attempt('Someone@Example.test', `198.51.100.${index + 1}`)).status);
+    // a different account from a fresh address is still answered
+    const other = await attempt('other@example.test', '198.51.100.200');
+
+    expect(statuses).toEqual([401, 401, 401, 429]);
+    expect(other.status).toBe(401);
+  });
+});
 }
 
 function resolveSchema(spec: any, schema: any): any {

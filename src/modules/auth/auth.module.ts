@@ -27,7 +27,14 @@ import { RouteAuthAudit } from './route-auth-audit';
     }),
     ThrottlerModule.forRootAsync({
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => [{ name: 'login', ttl: config.auth.loginRateWindowSeconds * 1000, limit: config.auth.loginRateLimit }],
+      useFactory: (config: AppConfig) => {
+        const window = { ttl: config.auth.loginRateWindowSeconds * 1000, limit: config.auth.loginRateLimit };
+        // per client address, and per account: rotating addresses does not buy more guesses at one password
+        return [
+          { name: 'login', ...window },
+          { name: 'login-email', ...window, getTracker: loginEmailOf },
+        ];
+      },
     }),
   ],
   controllers: [AuthController],
@@ -35,3 +42,9 @@ import { RouteAuthAudit } from './route-auth-audit';
   exports: [RouteAuthAudit],
 })
 export class AuthModule {}
+
+/** The email a login attempt names, as the per-account limiter counts it. */
+function loginEmailOf(request: Record<string, any>): string {
+  const email = (request.body as { email?: unknown } | undefined)?.email;
+  return typeof email === 'string' ? email.trim().toLowerCase() : '(none)';
+}
