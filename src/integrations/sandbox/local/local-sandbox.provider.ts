@@ -98,6 +98,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private readonly located: ReturnType<typeof locateHostTools>;
   private readonly helper: SandboxHelper | undefined;
   private readonly ids: IdRange;
+  /** A host account using an id of the sandboxes' range, read once: a reason not to start. */
+  private readonly accountInRange: string | undefined;
   private readonly imageCache: ImageCache;
   private readonly spawner: SandboxSpawner;
   private disksOnce?: SandboxDisks;
@@ -115,6 +117,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     this.located = locateHostTools(config.sandbox.bwrapBin);
     this.helper = locateSandboxHelper();
     this.ids = { base: config.sandbox.uidBase, count: config.sandbox.uidCount };
+    this.accountInRange = hostAccountInRange(this.ids);
     this.imageCache = new ImageCache(this.dataPath('image-cache'), this.located.tools.cp ?? 'cp');
     this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield());
   }
@@ -296,8 +299,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     }
     if (process.getuid?.() !== 0) return 'the local sandbox engine must run as root (it mounts overlays and manages cgroups)';
     if (!this.helper) return 'the sandbox helper is not built: run `npm run build` (it needs `apt-get install gcc libseccomp-dev`)';
-    const user = hostAccountInRange(this.ids);
-    if (user) return `SANDBOX_UID_BASE/SANDBOX_UID_COUNT (${this.ids.base}+${this.ids.count}) overlap the host account ${user}: choose a range no host user or group uses`;
+    if (this.accountInRange) return `SANDBOX_UID_BASE/SANDBOX_UID_COUNT (${this.ids.base}+${this.ids.count}) overlap the host account ${this.accountInRange}: choose a range no host user or group uses`;
     for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
       if (!isMountSafePath(path)) return `${name} must not contain whitespace, commas, colons or backslashes (it is used in overlay mounts): ${path}`;
     }
@@ -380,7 +382,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const { overlays, idmappedLayers } = this.shiftedOverlays(dirs, ...(await this.rootLayers(imageRoot, cachedLayers)));
     let launcher: SandboxLauncher | undefined;
     try {
-      await prepareSandboxDirs(dirs, overlays, idmappedLayers, this.ids);
+      await prepareSandboxDirs(overlays, idmappedLayers, this.ids);
       const makeWritableLayer = await this.disks.createLayerImage(dirs.writableImage, dirs.writable);
       await writeFile(dirs.fstab, this.disks.layerFstabLine(dirs.writableImage, dirs.writable) + sandboxFstab(overlays));
       const cgroups = await SandboxCgroups.create(id, {
@@ -584,7 +586,7 @@ function validateSpec(spec: SandboxSpec): void {
   if (invalid !== undefined) throw new ProviderInvalidError('sandbox', `invalid environment variable name: ${invalid}`);
 }
 
-async function prepareSandboxDirs(dirs: SandboxDirs, overlays: OverlayMount[], idmappedLayers: Array<{ source: string; target: string }>, ids: IdRange): Promise<void> {
+async function prepareSandboxDirs(overlays: OverlayMount[], idmappedLayers: Array<{ source: string; target: string }>, ids: IdRange): Promise<void> {
   await Promise.all(idmappedLayers.map((layer) => mkdir(layer.target, { recursive: true })));
   await Promise.all(overlays.flatMap((overlay) => [mkdir(overlay.upperDir, { recursive: true }), mkdir(overlay.workDir, { recursive: true })]));
   const sourceOf = new Map(idmappedLayers.map((layer) => [layer.target, layer.source]));

@@ -30,13 +30,13 @@ export class SandboxDisks {
    */
   async createLayerImage(image: string, contentDir: string): Promise<string[]> {
     await this.createSparseFile(image);
-    return this.mkfsArgv(image, ['-O', '^has_journal,^resize_inode', '-d', contentDir]);
+    return this.mkfsArgv(image, '^has_journal,^resize_inode', [], ['-d', contentDir]);
   }
 
   /** A volume's image, its root owned by the sandbox's root; journaled, as volumes outlive sandboxes. */
   async createVolumeImage(image: string): Promise<void> {
     await this.createSparseFile(image);
-    await this.run(this.mkfsArgv(image, ['-O', '^resize_inode', '-E', `root_owner=${this.ids.base}:${this.ids.base},lazy_itable_init=1,lazy_journal_init=1,nodiscard`]));
+    await this.run(this.mkfsArgv(image, '^resize_inode', [`root_owner=${this.ids.base}:${this.ids.base}`, 'lazy_journal_init=1']));
   }
 
   /** Mounts a volume image on its directory in the service's mount namespace, unless it already is. */
@@ -65,8 +65,10 @@ export class SandboxDisks {
     }
   }
 
-  private mkfsArgv(image: string, options: string[]): string[] {
-    return [this.tools.mkfs, '-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,nodiscard', ...options, image];
+  /** mkfs.ext4 with no reserved blocks and nothing written ahead that the filesystem can write later. */
+  private mkfsArgv(image: string, features: string, extendedOptions: string[], more: string[] = []): string[] {
+    const extended = ['lazy_itable_init=1', 'nodiscard', ...extendedOptions].join(',');
+    return [this.tools.mkfs, '-q', '-F', '-m', '0', '-O', features, '-E', extended, ...more, image];
   }
 
   /**
