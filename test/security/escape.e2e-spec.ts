@@ -14,6 +14,7 @@ import {
   hostCgroupMounts,
   hostEntryBinaries,
   plantMarker,
+  processesLeft,
   randomToken,
   SANDBOX_UID_BASE,
   SANDBOX_UID_END,
@@ -253,11 +254,7 @@ describe('a hostile tenant with a root shell cannot escape its sandbox', () => {
   it('leaves no process, no cgroup and no changed host binary behind after DELETE', async () => {
     expect(sandboxProcesses(marker).length).toBeGreaterThan(0);
     await tenant.remove(id);
-    let left = sandboxProcesses(marker);
-    for (let attempt = 0; attempt < 50 && left.length > 0; attempt++) {
-      await sleep(100);
-      left = sandboxProcesses(marker);
-    }
+    const left = await processesLeft(marker);
     expect(left.map((process) => ({ pid: process.pid, argv: process.argv }))).toEqual([]);
     const inUidRange = left.filter((process) => process.uids.some((uid) => uid >= SANDBOX_UID_BASE && uid <= SANDBOX_UID_END));
     expect(inUidRange).toEqual([]);

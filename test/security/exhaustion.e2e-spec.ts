@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { api } from '../support/http';
-import { allocatedBytes, compileProgram, plantMarker, randomToken, SandboxMarker, sandboxProcesses, sleep, startTenant, Tenant } from '../support/security-sandbox';
+import { allocatedBytes, compileProgram, plantMarker, processesLeft, randomToken, SandboxMarker, sandboxProcesses, sleep, startTenant, Tenant } from '../support/security-sandbox';
 
 const MAX_PROCESSES = 100;
 const MEMORY_LIMIT_MB = 256;
@@ -110,11 +110,7 @@ describe('a hostile tenant with a root shell cannot exhaust the host', () => {
   it('leaves no process and no cgroup behind after DELETE', async () => {
     await tenant.remove(id);
     await tenant.remove(bystander);
-    let left = sandboxProcesses(marker);
-    for (let attempt = 0; attempt < 50 && left.length > 0; attempt++) {
-      await sleep(100);
-      left = sandboxProcesses(marker);
-    }
+    const left = await processesLeft(marker);
     expect(left.map((process) => ({ pid: process.pid, argv: process.argv }))).toEqual([]);
     expect(marker.cgroupDirs.filter((dir) => existsSync(dir))).toEqual([]);
   });

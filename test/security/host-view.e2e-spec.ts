@@ -6,7 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hashAll, plantMarker, randomToken, SandboxMarker, sandboxProcesses, sleep, startTenant, Tenant } from '../support/security-sandbox';
+import { hashAll, plantMarker, processesLeft, randomToken, SandboxMarker, startTenant, Tenant } from '../support/security-sandbox';
 
 const NAME = `mss-canary-${randomToken(4)}`;
 
@@ -109,11 +109,7 @@ describe('a hostile tenant with a root shell sees nothing of the host it should 
 
   it('leaves the planted host files unchanged and no process behind after DELETE', async () => {
     await tenant.remove(id);
-    let left = sandboxProcesses(marker);
-    for (let attempt = 0; attempt < 50 && left.length > 0; attempt++) {
-      await sleep(100);
-      left = sandboxProcesses(marker);
-    }
+    const left = await processesLeft(marker);
     expect(left.map((process) => ({ pid: process.pid, argv: process.argv }))).toEqual([]);
     expect(await hashAll(Object.values(canaries).map(({ path }) => path))).toEqual(canaryHashes);
   });

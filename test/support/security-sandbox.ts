@@ -266,6 +266,16 @@ export function sandboxProcesses(marker: SandboxMarker): HostProcess[] {
   return hostProcesses().filter((process) => process.pidNs === marker.pidNs || cgroupDirsOf(process).some((dir) => marker.cgroupDirs.includes(dir)));
 }
 
+/** The sandbox's host processes still there after up to 5 s (a sandbox's processes die with it, not at once). */
+export async function processesLeft(marker: SandboxMarker): Promise<HostProcess[]> {
+  let left = sandboxProcesses(marker);
+  for (let attempt = 0; attempt < 50 && left.length > 0; attempt++) {
+    await sleep(100);
+    left = sandboxProcesses(marker);
+  }
+  return left;
+}
+
 /** Bytes the tree at `path` occupies on its filesystem (allocated blocks, so sparse images count what they hold). */
 export function allocatedBytes(path: string): number {
   return Number(execFileSync('du', ['-s', '-B1', '-x', path], { encoding: 'utf8' }).split('\t')[0]);
