@@ -18,7 +18,14 @@ export class SandboxResponse {
   @ApiProperty({ nullable: true, type: String }) s3_bucket_name: string | null;
   @ApiProperty() s3_key_prefix: string;
   @ApiProperty() init_from_s3: boolean;
-  @ApiPropertyOptional({ description: 'Limits the engine actually enforces (null = not enforced)', type: 'object', additionalProperties: true, nullable: true })
+  @ApiPropertyOptional({
+    description:
+      'Limits the engine actually enforces (null = not enforced): lifetime_seconds, max_processes, memory_bytes, cpu_cores, disk_bytes (size of the writable layer and of each volume), exec_output_bytes',
+    type: 'object',
+    additionalProperties: true,
+    nullable: true,
+    example: { lifetime_seconds: 3600, max_processes: 512, memory_bytes: 4294967296, cpu_cores: 1, disk_bytes: 10737418240, exec_output_bytes: 1048576 },
+  })
   limits: Record<string, number | null> | null;
   @ApiProperty() created_at: string;
   @ApiProperty({ nullable: true, type: String }) terminated_at: string | null;
