@@ -34,7 +34,7 @@ async function main(): Promise<void> {
         workdir: '/workspace',
         env: {},
         secrets: [],
-        network: 'open',
+        network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
         timeoutSeconds: 60,
       };
       const started = performance.now();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a Debian/Ubuntu machine (run as root or with sudo):
-# bubblewrap, a C compiler and libseccomp for the local sandboxes (their helper is built from C), Chromium for the browser tests, a running PostgreSQL.
+# bubblewrap, slirp4netns (each sandbox's network), a C compiler and libseccomp for the local sandboxes (their helper is built from C), Chromium for the browser tests, a running PostgreSQL.
 set -euo pipefail
 
 SUDO=""
@@ -15,6 +15,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 command -v ps >/dev/null 2>&1 || missing+=(procps)
+command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]} with apt-get"
   $SUDO apt-get update -qq

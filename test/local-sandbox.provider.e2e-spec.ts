@@ -45,7 +45,7 @@ describe('LocalSandboxProvider on this host', () => {
       workdir: '/workspace',
       env: {},
       secrets: [],
-      network: 'open',
+      network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
       timeoutSeconds: 120,
       ...overrides,
     };
@@ -218,8 +218,8 @@ describe('LocalSandboxProvider on this host', () => {
 
     it('"open" reaches a server on the host loopback, "none" reaches nothing', async () => {
       const probe = `exec 3<>/dev/tcp/127.0.0.1/${port}`;
-      const open = await create({ network: 'open' });
-      const closed = await create({ network: 'none' });
+      const open = await create({ network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] } });
+      const closed = await create({ network: { mode: 'none', cidrAllowlist: [], allowedDomains: [] } });
 
       expect(await run(open, ['bash', '-c', probe])).toMatchObject({ exitCode: 0 });
       expect(connections).toBe(1);

@@ -44,7 +44,7 @@ if (!tokenId || !tokenSecret) {
         workdir: '/data',
         env: { LIVE: '1' },
         secrets: [],
-        network: 'open',
+        network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
         timeoutSeconds: 600,
         ...overrides,
       };
@@ -156,7 +156,7 @@ if (!tokenId || !tokenSecret) {
     });
 
     it('blocks the network when asked and lists its sandboxes by tag', async () => {
-      const id = await create(spec('live-offline', { network: 'none' }));
+      const id = await create(spec('live-offline', { network: { mode: 'none', cidrAllowlist: [], allowedDomains: [] } }));
       const offline = await output(await provider.exec(id, { argv: ['wget', '-q', '-T', '5', '-O', '-', 'https://example.com'] }));
       expect(offline.exitCode).not.toBe(0);
       await expect(provider.reconcile({ account_id: accountId, sandbox_id: 'live-offline' })).resolves.toEqual([id]);

@@ -43,6 +43,8 @@ export class AppConfig {
     maxPromptChars: number;
     sseHeartbeatSeconds: number;
   };
+  /** The model gateway: loopback port for local sandboxes, public URL for Modal's. */
+  readonly modelGateway: { port: number; publicUrl?: string };
   readonly storage: {
     provider: 'local' | 's3';
     rootDir: string;
@@ -111,6 +113,7 @@ export class AppConfig {
       maxPromptChars: env.RUN_MAX_PROMPT_CHARS,
       sseHeartbeatSeconds: env.SSE_HEARTBEAT_SECONDS,
     };
+    this.modelGateway = { port: env.MODEL_GATEWAY_PORT, publicUrl: env.MODEL_GATEWAY_PUBLIC_URL?.replace(/\/+$/, '') };
     this.storage = {
       provider: env.STORAGE_PROVIDER,
       rootDir: join(this.dataDir, 'storage'),

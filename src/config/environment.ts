@@ -125,6 +125,15 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(emptyToUndefined) @IsString() CLOUD_ML_REGION?: string;
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_VERTEX_PROJECT_ID?: string;
 
+  // --- model gateway (the sandbox's Claude process talks to it with a per-run token) ---
+  /** Host loopback port of the gateway for local sandboxes; 0 = any free port. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(0) @Max(65535)
+  MODEL_GATEWAY_PORT: number = 0;
+
+  /** The gateway's URL as Modal sandboxes reach it (this service's public URL + /model-gateway). */
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^https?:\/\/[^\s]+$/, { message: 'MODEL_GATEWAY_PUBLIC_URL must be an http(s) URL' })
+  MODEL_GATEWAY_PUBLIC_URL?: string;
+
   @IsOptional() @Transform(toInt) @IsInt() @Min(5)
   RUN_IDLE_TIMEOUT_SECONDS: number = 600;
 

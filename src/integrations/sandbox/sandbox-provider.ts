@@ -42,11 +42,27 @@ export abstract class SandboxProvider {
     return undefined;
   }
 
+  /**
+   * The base URL at which processes in this engine's sandboxes reach the service's model gateway,
+   * or null when they cannot (the Claude process is then handed the model credentials themselves).
+   */
+  abstract modelGatewayUrl(): string | null;
+
   /** Files of an account's volume, for snapshots, restore and the files API. */
   abstract volume(accountId: string, volumeName: string, providerSandboxId?: string): VolumeAccess;
 }
 
-export type SandboxNetwork = 'open' | 'none';
+export type SandboxNetworkMode = 'none' | 'internet' | 'allowlist';
+
+/** What a sandbox may reach besides its own loopback and the service's model gateway. */
+export interface SandboxNetwork {
+  /** none: nothing; internet: public addresses; allowlist: only the two lists below. */
+  mode: SandboxNetworkMode;
+  /** allowlist: CIDRs reachable directly (through the NAT). */
+  cidrAllowlist: string[];
+  /** allowlist: host names (`*.example.com` wildcards) reachable through the egress HTTP(S) proxy. */
+  allowedDomains: string[];
+}
 
 export interface SandboxSpec {
   /** Our id for the sandbox (tags, directory names, logs). */

@@ -281,7 +281,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       workdir: config.workdir,
       env: config.env,
       secrets: [],
-      network: config.network,
+      network: { mode: config.network === 'none' ? 'none' : 'internet', cidrAllowlist: [], allowedDomains: [] },
       timeoutSeconds: config.timeout_seconds,
       idleTimeoutSeconds: config.idle_timeout_seconds ?? undefined,
       bucketMount: config.s3_bucket_name ? { bucket: config.s3_bucket_name, keyPrefix: `${config.s3_key_prefix}${sandbox.accountId}/`, readOnly: false } : undefined,

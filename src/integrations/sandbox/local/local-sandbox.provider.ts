@@ -1,3 +1,4 @@
+import { ModelGatewayEndpoint } from '../model-gateway-endpoint';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -112,7 +113,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private readonly warm: Array<Promise<PreparedSandbox>> = [];
   private closing = false;
 
-  constructor(private readonly config: AppConfig) {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly gateway = new ModelGatewayEndpoint(),
+  ) {
     super();
     this.located = locateHostTools(config.sandbox.bwrapBin);
     this.helper = locateSandboxHelper();
@@ -207,6 +211,11 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.disksOnce;
   }
 
+  /** Until sandboxes have their own network, they share the host's loopback, where the gateway listens. */
+  modelGatewayUrl(): string | null {
+    return this.gateway.port === null ? null : `http://127.0.0.1:${this.gateway.port}`;
+  }
+
   volume(accountId: string, volumeName: string): VolumeAccess {
     return new LocalVolumeAccess(this.volumeDir(accountId, volumeName), { uid: this.ids.base, gid: this.ids.base });
   }
@@ -225,7 +234,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const { id, dirs, cgroups, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      sandbox.initPid = await launcher.start({ network: spec.network, volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      sandbox.initPid = await launcher.start({ network: spec.network.mode, volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
@@ -242,7 +251,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     } finally {
       if (isPlainHostView) this.warmUp();
     }
-    this.logger.log(`sandbox ${id} created for sandbox ${spec.sandboxId} of account ${spec.accountId} (image ${image.name}, network ${spec.network})`);
+    this.logger.log(`sandbox ${id} created for sandbox ${spec.sandboxId} of account ${spec.accountId} (image ${image.name}, network ${spec.network.mode})`);
     return { providerSandboxId: id, limits: this.enforcedLimits(spec, cgroups) };
   }
 

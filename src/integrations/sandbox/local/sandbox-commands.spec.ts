@@ -82,13 +82,13 @@ describe('launchParametersText', () => {
     expect(launchParametersText({ network: 'none', volume: { kind: 'loop', device: '/dev/loop3', image: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
       'none\nloop\n/dev/loop3\n/data/volume-images/a/v.ext4\n/workspace\n',
     );
-    expect(launchParametersText({ network: 'open', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/workspace' })).toBe(
-      'open\ndirectory\n/data/volumes/a/v\n-\n/workspace\n',
+    expect(launchParametersText({ network: 'internet', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/workspace' })).toBe(
+      'internet\ndirectory\n/data/volumes/a/v\n-\n/workspace\n',
     );
   });
 
   it('refuses a value that would break the lines', () => {
-    expect(() => launchParametersText({ network: 'open', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/work\nspace' })).toThrow('single lines');
+    expect(() => launchParametersText({ network: 'internet', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/work\nspace' })).toThrow('single lines');
   });
 });
 

@@ -1,4 +1,4 @@
-import type { SandboxNetwork } from '../sandbox-provider';
+import type { SandboxNetworkMode } from '../sandbox-provider';
 import { ProviderInvalidError } from '../sandbox-provider.errors';
 import type { HostTools } from './host-tools';
 
@@ -102,7 +102,7 @@ export type VolumeSource = { kind: 'loop'; device: string; image: string } | { k
 
 /** What a prepared launcher reads from stdin before it becomes the sandbox. */
 export interface LaunchParameters {
-  network: SandboxNetwork;
+  network: SandboxNetworkMode;
   volume: VolumeSource;
   volumeMountPath: string;
 }

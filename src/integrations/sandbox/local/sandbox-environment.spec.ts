@@ -11,7 +11,7 @@ const spec: SandboxSpec = {
   workdir: '/workspace',
   env: { MODE: 'sandbox', SHARED: 'from-env' },
   secrets: [{ name: 'tokens', values: { TOKEN: 't', SHARED: 'from-secret' } }],
-  network: 'open',
+  network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
   timeoutSeconds: 60,
 };
 

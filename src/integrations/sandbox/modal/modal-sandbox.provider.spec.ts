@@ -38,7 +38,7 @@ function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
     workdir: '/workspace',
     env: { LANG: 'C.UTF-8' },
     secrets: [],
-    network: 'open',
+    network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
     timeoutSeconds: 600,
     ...overrides,
   };
@@ -158,7 +158,7 @@ describe('ModalSandboxProvider', () => {
             { name: 'github', values: { GITHUB_TOKEN: 'ghp_x' } },
             { name: 'npm', values: { NPM_TOKEN: 'npm_x' } },
           ],
-          network: 'none',
+          network: { mode: 'none', cidrAllowlist: [], allowedDomains: [] },
           timeoutSeconds: 90.5,
           idleTimeoutSeconds: 30,
           bucketMount: { bucket: 'snapshots', keyPrefix: ACCOUNT, readOnly: true },

@@ -96,7 +96,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       ...(secrets.length > 0 ? { secrets } : {}),
       ...(bucketMount ? { cloudBucketMounts: { [this.config.modal.bucketMountPath]: bucketMount } } : {}),
       ...(spec.idleTimeoutSeconds ? { idleTimeoutMs: wholeSecondsMs(spec.idleTimeoutSeconds) } : {}),
-      ...(spec.network === 'none' ? { blockNetwork: true } : {}),
+      ...(spec.network.mode === 'none' ? { blockNetwork: true } : {}),
     };
     const sandbox = await this.call('sandbox', 'sandbox creation', () => modal.sandboxes.create(app, image, params));
     this.track(sandbox, spec);
@@ -180,6 +180,11 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       for await (const sandbox of modal.sandboxes.list({ tags })) ids.push(sandbox.sandboxId);
       return ids;
     });
+  }
+
+  /** Modal's sandboxes run in Modal's cloud: they reach the gateway only at a public URL, when one is configured. */
+  modelGatewayUrl(): string | null {
+    return this.config.modelGateway.publicUrl ?? null;
   }
 
   volume(accountId: string, volumeName: string, providerSandboxId?: string): VolumeAccess {
