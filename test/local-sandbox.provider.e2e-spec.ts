@@ -6,7 +6,10 @@ import { Logger } from '@nestjs/common';
 import { AppConfig } from '../src/config/app-config';
 import { LocalSandboxProvider } from '../src/integrations/sandbox/local/local-sandbox.provider';
 import { SandboxCgroups } from '../src/integrations/sandbox/local/sandbox-cgroups';
-import type { ExecRequest, SandboxSpec } from '../src/integrations/sandbox/sandbox-provider';
+import { DNS_FORWARDER_IN_SANDBOX, HOST_ADDRESS_IN_SANDBOX, ownHostAddresses } from '../src/integrations/sandbox/local/sandbox-network';
+import { ModelGatewayEndpoint } from '../src/integrations/sandbox/model-gateway-endpoint';
+import type { ExecRequest, SandboxNetwork, SandboxSpec } from '../src/integrations/sandbox/sandbox-provider';
+import { connectOnHost, listen, portOf, TestPeerHost } from './support/network-peer';
 import { ImageStepFailedError, SandboxGoneError, UnsupportedImageError } from '../src/integrations/sandbox/sandbox-provider.errors';
 
 jest.setTimeout(60_000);
@@ -18,6 +21,7 @@ describe('LocalSandboxProvider on this host', () => {
   let dataDir: string;
   let provider: LocalSandboxProvider;
   let counter = 0;
+  const gatewayEndpoint = new ModelGatewayEndpoint();
 
   beforeAll(() => {
     Logger.overrideLogger(false);
@@ -25,6 +29,7 @@ describe('LocalSandboxProvider on this host', () => {
     dataDir = mkdtempSync(join(tmpdir(), 'local-sandbox-e2e-'));
     provider = new LocalSandboxProvider(
       AppConfig.fromEnvironment({ DATA_DIR: dataDir, SANDBOX_MAX_PROCESSES: String(MAX_PROCESSES), SANDBOX_MEMORY_LIMIT_MB: '512', SANDBOX_CPU_LIMIT: '1' }),
+      gatewayEndpoint,
     );
     provider.assertReady();
   });
@@ -202,31 +207,76 @@ describe('LocalSandboxProvider on this host', () => {
   });
 
   describe('network', () => {
-    let server: Server;
-    let port: number;
-    let connections = 0;
+    const network = (mode: SandboxNetwork['mode'], lists: Partial<SandboxNetwork> = {}): SandboxNetwork => ({ mode, cidrAllowlist: [], allowedDomains: [], ...lists });
+    let hostListener: Server;
+    let gateway: Server;
+    let peer: TestPeerHost;
+    const reached: string[] = [];
+    const probe = (host: string, port: number) => `exec 3<>/dev/tcp/${host}/${port} && head -c 64 <&3`;
 
     beforeAll(async () => {
-      server = createServer((socket) => {
-        connections++;
-        socket.end();
+      // Listens on every host address: loopback and the host's own interfaces.
+      hostListener = await listen('0.0.0.0', (socket) => {
+        reached.push('host');
+        socket.end('host\n');
       });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      port = (server.address() as { port: number }).port;
+      gateway = await listen('127.0.0.1', (socket) => socket.end('gateway\n'));
+      gatewayEndpoint.port = portOf(gateway);
+      peer = await TestPeerHost.start();
     });
-    afterAll(() => new Promise((resolve) => server.close(resolve)));
+    afterAll(async () => {
+      await Promise.all([hostListener, gateway].map((server) => new Promise((resolve) => server.close(resolve))));
+      await peer.stop();
+    });
 
-    it('"open" reaches a server on the host loopback, "none" reaches nothing', async () => {
-      const probe = `exec 3<>/dev/tcp/127.0.0.1/${port}`;
-      const open = await create({ network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] } });
-      const closed = await create({ network: { mode: 'none', cidrAllowlist: [], allowedDomains: [] } });
+    it.each(['internet', 'none', 'allowlist'] as const)('"%s": the host (its loopback through the NAT, its own addresses) is unreachable, the model gateway is reachable', async (mode) => {
+      const id = await create({ network: network(mode, mode === 'allowlist' ? { cidrAllowlist: ['0.0.0.0/0'] } : {}) });
+      const hostPort = portOf(hostListener);
+      for (const address of [HOST_ADDRESS_IN_SANDBOX, ...ownHostAddresses().filter((entry) => !entry.includes(':'))]) {
+        const attempt = await run(id, ['bash', '-c', probe(address, hostPort)]);
+        expect({ address, exitCode: attempt.exitCode }).toEqual({ address, exitCode: 1 });
+      }
+      expect(reached).toEqual([]);
+      expect(await run(id, ['bash', '-c', probe(HOST_ADDRESS_IN_SANDBOX, portOf(gateway))])).toMatchObject({ exitCode: 0, stdout: 'gateway\n' });
+      await provider.terminate(id);
+    });
 
-      expect(await run(open, ['bash', '-c', probe])).toMatchObject({ exitCode: 0 });
-      expect(connections).toBe(1);
-      expect((await run(closed, ['bash', '-c', probe])).exitCode).not.toBe(0);
-      expect(connections).toBe(1);
-      await provider.terminate(open);
-      await provider.terminate(closed);
+    it('"internet" reaches a host outside this machine\'s networks, "none" reaches nothing but the gateway', async () => {
+      const online = await create({ network: network('internet') });
+      const offline = await create({ network: network('none') });
+      expect(await run(online, ['bash', '-c', probe(peer.address, peer.port)])).toMatchObject({ exitCode: 0, stdout: 'peer\n' });
+      expect((await run(offline, ['bash', '-c', probe(peer.address, peer.port)])).exitCode).not.toBe(0);
+      expect(await run(offline, ['grep', '-c', 'tap0', '/proc/net/dev'])).toMatchObject({ exitCode: 0, stdout: '1\n' });
+      await Promise.all([provider.terminate(online), provider.terminate(offline)]);
+    });
+
+    it('"allowlist" reaches only the listed CIDRs, and a listed private range stays closed', async () => {
+      const id = await create({ network: network('allowlist', { cidrAllowlist: [`${peer.address}/32`, '127.0.0.0/8', '10.0.0.0/8'] }) });
+      expect(await run(id, ['bash', '-c', probe(peer.address, peer.port)])).toMatchObject({ exitCode: 0, stdout: 'peer\n' });
+      expect((await run(id, ['bash', '-c', probe(peer.otherAddress, peer.port)])).exitCode).not.toBe(0);
+      expect((await run(id, ['bash', '-c', probe(HOST_ADDRESS_IN_SANDBOX, portOf(hostListener))])).exitCode).not.toBe(0);
+      expect(reached).toEqual([]);
+      await provider.terminate(id);
+    });
+
+    it('resolves names through the NAT\'s DNS forwarder, and a listener inside never appears on the host', async () => {
+      const id = await create({ network: network('internet') });
+      expect(await run(id, ['cat', '/etc/resolv.conf'])).toMatchObject({ stdout: `nameserver ${DNS_FORWARDER_IN_SANDBOX}\n` });
+      const lookup = await run(id, ['getent', 'hosts', 'registry.npmjs.org']);
+      expect(lookup).toMatchObject({ exitCode: 0, stdout: expect.stringContaining('registry.npmjs.org') });
+      const listening = await provider.exec(id, { argv: ['bash', '-c', 'exec python3 -m http.server 18765 --bind 0.0.0.0 >/dev/null 2>&1'] });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await expect(connectOnHost('127.0.0.1', 18765)).rejects.toThrow();
+      await listening.kill();
+      await provider.terminate(id);
+    });
+
+    it('cannot change its own routes or addresses (no CAP_NET_ADMIN)', async () => {
+      const id = await create({ network: network('none') });
+      const attempt = await run(id, ['bash', '-c', 'ip route replace default dev lo 2>&1 || ip addr add 10.9.9.9/32 dev tap0 2>&1; exit 1']);
+      expect(attempt.stdout).toMatch(/Operation not permitted|not permitted|RTNETLINK answers/);
+      expect(await run(id, ['ip', 'route'])).toMatchObject({ stdout: expect.stringContaining('default via 10.0.2.2 dev tap0') });
+      await provider.terminate(id);
     });
   });
 

@@ -19,12 +19,13 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { chmod, chown, copyFile, link, lstat, mkdir, readlink, realpath, rename, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, lstat, mkdir, readlink, realpath, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { HostTools } from './host-tools';
 import { CLAUDE_DIR_IN_SANDBOX } from './sandbox-commands';
+import { DNS_FORWARDER_IN_SANDBOX } from './sandbox-network';
 import {
   type ComposedEntry,
   ETC_FROM_ADDITIONS,
@@ -42,7 +43,9 @@ import {
 
 const run = promisify(execFile);
 /** Host files copied (as the files they lead to) into every root so that name resolution works as on the host. */
-const RESOLVER_FILES = ETC_FROM_ADDITIONS.map((name) => `/etc/${name}`);
+const RESOLVER_FILES = ETC_FROM_ADDITIONS.filter((name) => name !== 'resolv.conf').map((name) => `/etc/${name}`);
+/** Names are resolved by the NAT's DNS forwarder: the host's own resolver is not reachable from a sandbox. */
+const SANDBOX_RESOLV_CONF = `nameserver ${DNS_FORWARDER_IN_SANDBOX}\n`;
 const DPKG_INFO = '/var/lib/dpkg/info';
 /** Host files scanned or copied between two turns of the event loop (a few milliseconds' work). */
 const SLICE = 32;
@@ -78,7 +81,7 @@ export async function prepareSandboxBase(baseDir: string, serviceHidden: string[
   await buildOnce(dir, (partial) => buildBase(partial, plan, tools));
   const claude = await realpath(claudeBin).catch(() => claudeBin);
   const sources = await Promise.all([claude, ...RESOLVER_FILES].map(fileIdentity));
-  const additionsDir = join(baseDir, `additions-${identityHash({ version: HOST_VIEW_VERSION, sources })}`);
+  const additionsDir = join(baseDir, `additions-${identityHash({ version: HOST_VIEW_VERSION, sources, resolvConf: SANDBOX_RESOLV_CONF })}`);
   await buildOnce(additionsDir, (partial) => buildAdditions(partial, claude));
   const additionsOver = (name: string) => (ADDITIONS_TOPS.includes(name) ? [join(additionsDir, name)] : []);
   return {
@@ -272,6 +275,7 @@ async function buildAdditions(additions: string, claudeBin: string): Promise<voi
   await placeClaude(claudeBin, join(additions, CLAUDE_DIR_IN_SANDBOX, 'claude'));
   await makeDir(join(additions, 'etc'), 0o755);
   for (const file of RESOLVER_FILES) await copyResolverFile(file, join(additions, file));
+  await writeFile(join(additions, 'etc', 'resolv.conf'), SANDBOX_RESOLV_CONF, { mode: 0o644 });
 }
 
 /** Copies what a symlink leads to: systemd-resolved's link into /run would dangle in a sandbox. */

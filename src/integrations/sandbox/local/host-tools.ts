@@ -16,6 +16,7 @@ export interface HostTools {
   mknod: string;
   cp: string;
   sh: string;
+  slirp4netns: string;
 }
 
 /** What to install when a tool is missing. */
@@ -29,11 +30,12 @@ const PACKAGE_OF: Record<keyof HostTools, string> = {
   mknod: 'coreutils',
   cp: 'coreutils',
   sh: 'dash',
+  slirp4netns: 'slirp4netns',
 };
 
 /** Finds every tool; `missing` names the ones not found together with the Debian package providing them. */
 export function locateHostTools(bwrapBin: string): { tools: Partial<HostTools>; missing: Array<{ tool: keyof HostTools; pkg: string }> } {
-  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', umount: 'umount', mkfs: 'mkfs.ext4', mknod: 'mknod', cp: 'cp', sh: 'sh' };
+  const names: HostTools = { bwrap: bwrapBin, unshare: 'unshare', setpriv: 'setpriv', mount: 'mount', umount: 'umount', mkfs: 'mkfs.ext4', mknod: 'mknod', cp: 'cp', sh: 'sh', slirp4netns: 'slirp4netns' };
   const tools: Partial<HostTools> = {};
   const missing: Array<{ tool: keyof HostTools; pkg: string }> = [];
   for (const tool of Object.keys(names) as Array<keyof HostTools>) {
@@ -59,13 +61,13 @@ function isExecutable(path: string): boolean {
 }
 
 /**
- * The engine's helper and its seccomp filter, built by `npm run build` (scripts/build-native.sh)
+ * The engine's helper, its seccomp filter and the egress filter loader, built by `npm run build` (scripts/build-native.sh)
  * into dist/native of the project; undefined when they have not been built.
  */
 export function locateSandboxHelper(): SandboxHelper | undefined {
   const nativeDir = join(projectRoot(), 'dist', 'native');
-  const helper = { binary: join(nativeDir, 'sandbox-helper'), seccompFilter: join(nativeDir, 'sandbox-seccomp.bpf') };
-  return isExecutable(helper.binary) && existsSync(helper.seccompFilter) ? helper : undefined;
+  const helper = { binary: join(nativeDir, 'sandbox-helper'), seccompFilter: join(nativeDir, 'sandbox-seccomp.bpf'), egressFilter: join(nativeDir, 'egress-filter') };
+  return isExecutable(helper.binary) && existsSync(helper.seccompFilter) && isExecutable(helper.egressFilter) ? helper : undefined;
 }
 
 /** The nearest directory above this file holding a package.json (from src/ or from dist/src/). */

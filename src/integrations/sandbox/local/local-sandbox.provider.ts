@@ -1,4 +1,3 @@
-import { ModelGatewayEndpoint } from '../model-gateway-endpoint';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -7,6 +6,7 @@ import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@ne
 import { KeyedLock } from '../../../common/keyed-lock';
 import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
+import { ModelGatewayEndpoint } from '../model-gateway-endpoint';
 import {
   type CreateHooks,
   type EnforcedLimits,
@@ -38,6 +38,7 @@ import {
 } from './sandbox-environment';
 import { megabytes, mountSource, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
+import { egressRules, HOST_ADDRESS_IN_SANDBOX, hostResolvers, ownHostAddresses, SandboxNetworkStack } from './sandbox-network';
 import { SandboxSpawner } from './sandbox-spawner';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
 import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
@@ -52,6 +53,12 @@ const WARM_SANDBOXES = 2;
 const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
 const SPARE_DELAY_MS = 10;
+/** The NAT of one sandbox: one process (two while it attaches its filter); memory for many connections. */
+const NAT_LIMITS = { maxProcesses: 4, memoryBytes: 256 * 1024 * 1024, cpuCores: 1 };
+
+function natCgroupName(providerSandboxId: string): string {
+  return `${providerSandboxId}.nat`;
+}
 
 /** A sandbox whose root is mounted, whose launcher waits for its parameters and its first exec process for its command. */
 interface PreparedSandbox {
@@ -59,6 +66,8 @@ interface PreparedSandbox {
   dirs: SandboxDirs;
   overlays: OverlayMount[];
   cgroups: SandboxCgroups;
+  /** The cgroups of the sandbox's NAT, which carry its egress filter. */
+  natCgroups: SandboxCgroups;
   launcher: SandboxLauncher;
   spare: Promise<LocalSandboxProcess>;
 }
@@ -67,6 +76,8 @@ interface LocalSandbox extends ProcessDefaults {
   id: string;
   dirs: SandboxDirs;
   cgroups: SandboxCgroups;
+  natCgroups: SandboxCgroups;
+  network?: SandboxNetworkStack;
   /** Host pid of the sandbox's init, whose namespaces and root every exec enters. */
   initPid: number;
   /** Absent for a sandbox found still running after a restart. */
@@ -211,9 +222,29 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.disksOnce;
   }
 
-  /** Until sandboxes have their own network, they share the host's loopback, where the gateway listens. */
+  /** The NAT's address of the host's loopback, where the gateway listens; the egress filter opens its port to every sandbox. */
   modelGatewayUrl(): string | null {
-    return this.gateway.port === null ? null : `http://127.0.0.1:${this.gateway.port}`;
+    return this.gateway.port === null ? null : `http://${HOST_ADDRESS_IN_SANDBOX}:${this.gateway.port}`;
+  }
+
+  /** Starts the sandbox's NAT with the egress filter of its policy, before anything runs inside. */
+  private async startNetwork(sandbox: LocalSandbox, spec: SandboxSpec): Promise<SandboxNetworkStack> {
+    const tools = this.located.tools as HostTools;
+    const { rules, defaultVerdict } = egressRules(spec.network, {
+      gatewayPort: this.gateway.port,
+      resolvers: await hostResolvers(),
+      hostAddresses: ownHostAddresses(),
+    });
+    return SandboxNetworkStack.start({
+      spawner: this.spawner,
+      sh: tools.sh,
+      slirp4netns: tools.slirp4netns,
+      egressFilter: this.helper!.egressFilter,
+      cgroups: sandbox.natCgroups,
+      initPid: sandbox.initPid,
+      rules,
+      defaultVerdict,
+    });
   }
 
   volume(accountId: string, volumeName: string): VolumeAccess {
@@ -231,11 +262,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
     const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
     const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
-    const { id, dirs, cgroups, launcher, spare } = prepared;
-    const sandbox: LocalSandbox = { id, dirs, cgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
+    const { id, dirs, cgroups, natCgroups, launcher, spare } = prepared;
+    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      sandbox.initPid = await launcher.start({ network: spec.network.mode, volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      sandbox.initPid = await launcher.start({ volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
+      sandbox.network = await this.startNetwork(sandbox, spec);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
       this.armLifetime(sandbox, expiresAt);
@@ -288,6 +320,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       id: providerSandboxId,
       dirs,
       cgroups: await SandboxCgroups.locate(providerSandboxId),
+      natCgroups: await SandboxCgroups.locate(natCgroupName(providerSandboxId)),
       initPid: persisted.initPid,
       state: { status: 'running' },
       ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
@@ -399,9 +432,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
         memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
         cpuCores: this.config.sandbox.cpuLimit,
       });
+      const natCgroups = await SandboxCgroups.create(natCgroupName(id), NAT_LIMITS);
       const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, makeWritableLayer, fstab: dirs.fstab });
       launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
-      return { id, dirs, overlays, cgroups, launcher, spare: this.spawnProcess(cgroups) };
+      return { id, dirs, overlays, cgroups, natCgroups, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {
       launcher?.kill();
       await this.removeLeftovers(id);
@@ -413,6 +447,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const launcherExited = prepared.launcher.killAndWait();
     void killSpare(prepared.spare);
     await prepared.cgroups.destroy();
+    await prepared.natCgroups.destroy();
     await launcherExited;
     await rm(prepared.dirs.base, { recursive: true, force: true });
   }
@@ -547,6 +582,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       const launcherExited = sandbox.launcher?.killAndWait();
       if (!sandbox.launcher && sandbox.initPid > 0) killQuietly(sandbox.initPid);
       await sandbox.cgroups.destroy();
+      await sandbox.natCgroups.destroy();
       await launcherExited;
       await rm(sandbox.dirs.base, { recursive: true, force: true });
       this.logger.log(`sandbox ${sandbox.id} ${final.status}: ${'exitReason' in final ? final.exitReason : ''}`);
@@ -557,6 +593,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private async removeLeftovers(providerSandboxId: string): Promise<void> {
     const dir = this.sandboxDir(providerSandboxId);
     await (await SandboxCgroups.locate(providerSandboxId)).destroy();
+    await (await SandboxCgroups.locate(natCgroupName(providerSandboxId))).destroy();
     await rm(dir, { recursive: true, force: true });
   }
 

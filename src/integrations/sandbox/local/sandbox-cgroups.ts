@@ -127,6 +127,11 @@ export class SandboxCgroups {
     return this.groups.map((group) => join(group.dir, 'cgroup.procs'));
   }
 
+  /** The group in the v2 hierarchy (unified, or the only one), where eBPF programs attach. */
+  get v2Dir(): string | undefined {
+    return this.groups.find((group) => group.version === 2)?.dir;
+  }
+
   /** Host pids of every process in the sandbox's groups, including groups the sandbox made inside them. */
   async members(): Promise<number[]> {
     const pids = new Set<number>();

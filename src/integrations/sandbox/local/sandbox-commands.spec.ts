@@ -13,8 +13,9 @@ const tools: HostTools = {
   mknod: '/usr/bin/mknod',
   cp: '/usr/bin/cp',
   sh: '/bin/sh',
+  slirp4netns: '/usr/bin/slirp4netns',
 };
-const helper: SandboxHelper = { binary: '/srv/mss/dist/native/sandbox-helper', seccompFilter: '/srv/mss/dist/native/sandbox-seccomp.bpf' };
+const helper: SandboxHelper = { binary: '/srv/mss/dist/native/sandbox-helper', seccompFilter: '/srv/mss/dist/native/sandbox-seccomp.bpf', egressFilter: '/srv/mss/dist/native/egress-filter' };
 const ids = { base: 100000, count: 65536 };
 const procsFiles = ['/sys/fs/cgroup/pids/modal-sandboxes/sbx-1/cgroup.procs', "/sys/fs/cgroup/memory/it's/cgroup.procs"];
 
@@ -59,15 +60,14 @@ describe('launchArgv', () => {
     expect(script).toContain(`-- /run/sandbox-init init 5<'${helper.seccompFilter}'`);
   });
 
-  it('gives bwrap user, pid, cgroup, ipc and uts namespaces, Docker capabilities and the seccomp filter', () => {
+  it('gives bwrap user, pid, cgroup, ipc, uts and net namespaces, Docker capabilities and the seccomp filter', () => {
     expect(bwrap).toEqual(
-      expect.arrayContaining(['--unshare-user', '--unshare-pid', '--as-pid-1', '--unshare-cgroup', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']),
+      expect.arrayContaining(['--unshare-user', '--unshare-pid', '--as-pid-1', '--unshare-cgroup', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent', '--new-session']),
     );
     expect(bwrap.join(' ')).toContain('--userns-block-fd 4 --info-fd 3');
     expect(bwrap.join(' ')).toContain('--cap-drop ALL --cap-add CAP_CHOWN');
     expect(bwrap).not.toContain('CAP_SYS_ADMIN');
     expect(bwrap.join(' ')).toContain('--seccomp 5 --bind /run/root / --dev /dev --proc /proc --ro-bind /run/init /run/sandbox-init');
-    expect(bwrap).not.toContain('--unshare-net');
   });
 });
 
@@ -78,17 +78,17 @@ describe('idMapLine', () => {
 });
 
 describe('launchParametersText', () => {
-  it('writes network, volume kind and path, and mount path one per line', () => {
-    expect(launchParametersText({ network: 'none', volume: { kind: 'loop', device: '/dev/loop3', image: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
-      'none\nloop\n/dev/loop3\n/data/volume-images/a/v.ext4\n/workspace\n',
+  it('writes volume kind and path, and mount path one per line', () => {
+    expect(launchParametersText({ volume: { kind: 'loop', device: '/dev/loop3', image: '/data/volume-images/a/v.ext4' }, volumeMountPath: '/workspace' })).toBe(
+      'loop\n/dev/loop3\n/data/volume-images/a/v.ext4\n/workspace\n',
     );
-    expect(launchParametersText({ network: 'internet', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/workspace' })).toBe(
-      'internet\ndirectory\n/data/volumes/a/v\n-\n/workspace\n',
+    expect(launchParametersText({ volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/workspace' })).toBe(
+      'directory\n/data/volumes/a/v\n-\n/workspace\n',
     );
   });
 
   it('refuses a value that would break the lines', () => {
-    expect(() => launchParametersText({ network: 'internet', volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/work\nspace' })).toThrow('single lines');
+    expect(() => launchParametersText({ volume: { kind: 'directory', path: '/data/volumes/a/v' }, volumeMountPath: '/work\nspace' })).toThrow('single lines');
   });
 });
 

@@ -1,4 +1,3 @@
-import type { SandboxNetworkMode } from '../sandbox-provider';
 import { ProviderInvalidError } from '../sandbox-provider.errors';
 import type { HostTools } from './host-tools';
 
@@ -73,10 +72,11 @@ export interface IdRange {
   count: number;
 }
 
-/** The engine's helper binary and the seccomp filter it exported for bwrap. */
+/** The engine's helper binary, the seccomp filter it exported for bwrap, and the egress filter loader. */
 export interface SandboxHelper {
   binary: string;
   seccompFilter: string;
+  egressFilter: string;
 }
 
 export interface LaunchOptions {
@@ -102,7 +102,6 @@ export type VolumeSource = { kind: 'loop'; device: string; image: string } | { k
 
 /** What a prepared launcher reads from stdin before it becomes the sandbox. */
 export interface LaunchParameters {
-  network: SandboxNetworkMode;
   volume: VolumeSource;
   volumeMountPath: string;
 }
@@ -116,7 +115,7 @@ export function idMapLine(ids: IdRange): string {
  * The launcher's script. In new mount and pid namespaces still owned by the host (nothing reaches
  * the host's mount table) the launcher joins the sandbox's cgroups, mounts the host-owned layers
  * idmapped and the overlays on them, waits for its parameters, then becomes bwrap, which puts the
- * sandbox in user, pid, cgroup, ipc, uts (and, for network "none", net) namespaces owned by a user
+ * sandbox in user, pid, cgroup, ipc, uts and net namespaces owned by a user
  * namespace that maps the sandbox's ids into `ids`: the overlays are locked there, and the
  * sandbox's root is an unprivileged host uid with Docker's capabilities inside its namespaces only.
  */
@@ -128,10 +127,9 @@ function launchScript(options: LaunchOptions): string {
   return [
     `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${options.makeWritableLayer.map(shellQuote).join(' ')} && ${mount} -a -T "$1" || exit 125`,
     'bwrap=$2 && shift 2',
-    'IFS= read -r network && IFS= read -r kind && IFS= read -r volume && IFS= read -r image && IFS= read -r target || exit 125',
+    'IFS= read -r kind && IFS= read -r volume && IFS= read -r image && IFS= read -r target || exit 125',
     `if [ "$kind" = loop ]; then IFS= read -r backing < "/sys/block/\${volume#/dev/}/loop/backing_file" && [ "$backing" = "$image" ] && ${mount} -o ${VOLUME_FILESYSTEM_OPTIONS} "$volume" ${STAGED_VOLUME}; ` +
       `else ${mount} --bind "$volume" ${STAGED_VOLUME}; fi || exit 125`,
-    'if [ "$network" = none ]; then set -- "$@" --unshare-net; fi',
     `exec ${shellQuote(tools.setpriv)} --reuid=${ids.base} --regid=${ids.base} --clear-groups -- "$bwrap" "$@" --bind ${STAGED_VOLUME} "$target" --chdir / -- ${INIT_IN_SANDBOX} init ${SECCOMP_FD}<${shellQuote(helper.seccompFilter)}`,
   ].join('\n');
 }
@@ -160,7 +158,7 @@ export function launchArgv(options: LaunchOptions): string[] {
 export function launchParametersText(parameters: LaunchParameters): string {
   const { volume } = parameters;
   const [path, image] = volume.kind === 'loop' ? [volume.device, volume.image] : [volume.path, '-'];
-  const lines = [parameters.network, volume.kind, path, image, parameters.volumeMountPath];
+  const lines = [volume.kind, path, image, parameters.volumeMountPath];
   if (lines.some((line) => /[\n\r\0]/.test(line))) throw new Error('launch parameters must be single lines');
   return `${lines.join('\n')}\n`;
 }
@@ -181,6 +179,7 @@ function bwrapArguments(): string[] {
     '--unshare-cgroup',
     '--unshare-ipc',
     '--unshare-uts',
+    '--unshare-net',
     '--hostname',
     SANDBOX_HOSTNAME,
     '--die-with-parent',

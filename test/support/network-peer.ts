@@ -1,0 +1,100 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+export function listen(host: string, onConnection: (socket: Socket) => void): Promise<Server> {
+  const server = createServer(onConnection);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve(server));
+  });
+}
+
+export function portOf(server: Server): number {
+  return (server.address() as { port: number }).port;
+}
+
+/** Resolves once a TCP connection from the host succeeds, rejects when it is refused. */
+export function connectOnHost(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, timeout: 2000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('timeout', () => reject(new Error('timed out')));
+    socket.once('error', reject);
+  });
+}
+
+/**
+ * A host outside this machine's networks, made by the test: a network namespace joined to the host
+ * by a veth pair, with two addresses from TEST-NET-2 (a /29 of 198.51.100.0/24; none of the ranges a sandbox
+ * is kept from), each answering "peer" on one TCP port. Sandboxes reach it through their NAT like
+ * any internet host, and no traffic leaves this machine.
+ */
+export class TestPeerHost {
+  private constructor(
+    private readonly name: string,
+    private readonly server: ChildProcess,
+    readonly address: string,
+    readonly otherAddress: string,
+    readonly port: number,
+  ) {}
+
+  static async start(): Promise<TestPeerHost> {
+    const slot = (process.pid % 30) * 8; // one /29 per test process: parallel jest workers never collide
+    const [hostSide, address, otherAddress] = [slot + 1, slot + 2, slot + 3].map((last) => `198.51.100.${last}`);
+    const name = `mssp${process.pid}`;
+    const [hostLink, peerLink] = [`${name}h`, `${name}p`];
+    const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+    TestPeerHost.remove(name);
+    try {
+      return await TestPeerHost.make(name, hostLink, peerLink, { hostSide, address, otherAddress });
+    } catch (error) {
+      TestPeerHost.remove(name);
+      throw error;
+    }
+  }
+
+  private static async make(name: string, hostLink: string, peerLink: string, addresses: { hostSide: string; address: string; otherAddress: string }): Promise<TestPeerHost> {
+    const { hostSide, address, otherAddress } = addresses;
+    const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+    run('netns', 'add', name);
+    run('link', 'add', hostLink, 'type', 'veth', 'peer', 'name', peerLink);
+    run('link', 'set', peerLink, 'netns', name);
+    run('addr', 'add', `${hostSide}/29`, 'dev', hostLink);
+    run('link', 'set', hostLink, 'up');
+    for (const args of [
+      ['addr', 'add', `${address}/29`, 'dev', peerLink],
+      ['addr', 'add', `${otherAddress}/29`, 'dev', peerLink],
+      ['link', 'set', peerLink, 'up'],
+      ['link', 'set', 'lo', 'up'],
+      ['route', 'add', 'default', 'via', hostSide],
+    ]) {
+      run('netns', 'exec', name, 'ip', ...args);
+    }
+    const port = 17000 + (process.pid % 1000);
+    const script = `require('net').createServer((s) => s.end('peer\\n')).listen(${port}, '0.0.0.0', () => console.log('listening'))`;
+    const server = spawn('ip', ['netns', 'exec', name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server.stdout!.once('data', () => resolve());
+      server.once('exit', (code) => reject(new Error(`the peer's server exited with ${code}`)));
+    });
+    return new TestPeerHost(name, server, address, otherAddress, port);
+  }
+
+  async stop(): Promise<void> {
+    this.server.kill('SIGKILL');
+    TestPeerHost.remove(this.name);
+  }
+
+  private static remove(name: string): void {
+    for (const args of [['link', 'del', `${name}h`], ['netns', 'del', name]]) {
+      try {
+        execFileSync('ip', args, { stdio: 'pipe' });
+      } catch {
+        // not there
+      }
+    }
+  }
+}
