@@ -275,7 +275,8 @@ async function buildAdditions(additions: string, claudeBin: string): Promise<voi
   await placeClaude(claudeBin, join(additions, CLAUDE_DIR_IN_SANDBOX, 'claude'));
   await makeDir(join(additions, 'etc'), 0o755);
   for (const file of RESOLVER_FILES) await copyResolverFile(file, join(additions, file));
-  await writeFile(join(additions, 'etc', 'resolv.conf'), SANDBOX_RESOLV_CONF, { mode: 0o644 });
+  await writeFile(join(additions, 'etc', 'resolv.conf'), SANDBOX_RESOLV_CONF);
+  await chmod(join(additions, 'etc', 'resolv.conf'), 0o644); // the service's umask is 077
 }
 
 /** Copies what a symlink leads to: systemd-resolved's link into /run would dangle in a sandbox. */

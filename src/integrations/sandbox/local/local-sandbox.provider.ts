@@ -56,6 +56,10 @@ const SPARE_DELAY_MS = 10;
 /** The NAT of one sandbox: one process (two while it attaches its filter); memory for many connections. */
 const NAT_LIMITS = { maxProcesses: 4, memoryBytes: 256 * 1024 * 1024, cpuCores: 1 };
 
+function hasCgroupV2(): boolean {
+  return ['/sys/fs/cgroup/cgroup.controllers', '/sys/fs/cgroup/unified/cgroup.controllers'].some((file) => existsSync(file));
+}
+
 function natCgroupName(providerSandboxId: string): string {
   return `${providerSandboxId}.nat`;
 }
@@ -341,6 +345,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     }
     if (process.getuid?.() !== 0) return 'the local sandbox engine must run as root (it mounts overlays and manages cgroups)';
     if (!this.helper) return 'the sandbox helper is not built: run `npm run build` (it needs `apt-get install gcc libseccomp-dev`)';
+    if (!hasCgroupV2()) return 'no cgroup v2 hierarchy is mounted (at /sys/fs/cgroup or /sys/fs/cgroup/unified): each sandbox\'s egress filter attaches there';
     if (this.accountInRange) return `SANDBOX_UID_BASE/SANDBOX_UID_COUNT (${this.ids.base}+${this.ids.count}) overlap the host account ${this.accountInRange}: choose a range no host user or group uses`;
     for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
       if (!isMountSafePath(path)) return `${name} must not contain whitespace, commas, colons or backslashes (it is used in overlay mounts): ${path}`;
