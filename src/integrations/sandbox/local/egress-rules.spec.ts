@@ -1,6 +1,6 @@
 import { BlockList } from 'node:net';
 import type { NetworkInterfaceInfo } from 'node:os';
-import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS, blockedRangeContaining, buildBlockList, cidrContains, formatCidr, isAllowedDestination, parseCidr } from './egress-rules';
+import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS, blockedRangeContaining, buildBlockList, cidrContains, formatCidr, isAllowedDestination, parseCidr, domainAllowed, parseDomainPattern } from './egress-rules';
 
 describe('parseCidr', () => {
   it.each([
@@ -75,5 +75,46 @@ describe('isAllowedDestination', () => {
 
   it('uses an injected list as it is', () => {
     expect(isAllowedDestination('127.0.0.1', new BlockList())).toBe(true);
+  });
+});
+
+describe('parseDomainPattern', () => {
+  it.each([
+    ['API.Example.com', 'api.example.com'],
+    ['*.Example.COM.', '*.example.com'],
+    ['registry.npmjs.org', 'registry.npmjs.org'],
+    ['xn--bcher-kva.example', 'xn--bcher-kva.example'],
+  ])('reads %s as %s', (text, expected) => {
+    expect(parseDomainPattern(text)).toBe(expected);
+  });
+
+  it.each([
+    ['example.com:443', /not a host name/],
+    ['https://example.com', /not a host name/],
+    ['example.com/path', /not a host name/],
+    ['localhost', /not a host name/],
+    ['*.com', /not a host name/],
+    ['a.*.example.com', /not a host name/],
+    ['*', /not a host name/],
+    ['-bad.example.com', /not a host name/],
+    ['under_score.example.com', /not a host name/],
+    ['1.2.3', /not a host name/],
+    ['10.0.0.1', /IP address/],
+    ['*.10.0.0.1', /IP address/],
+    ['[::1]', /IP address/],
+    ['::1', /IP address/],
+    [`${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(63)}.com`, /longer than 253/],
+  ])('refuses %s', (text, message) => {
+    expect(() => parseDomainPattern(text)).toThrow(message);
+  });
+});
+
+describe('domainAllowed', () => {
+  const patterns = ['api.example.com', '*.npmjs.org'];
+  it.each(['api.example.com', 'API.EXAMPLE.COM.', 'registry.npmjs.org', 'a.b.npmjs.org'])('allows %s', (host) => {
+    expect(domainAllowed(host, patterns)).toBe(true);
+  });
+  it.each(['example.com', 'x.api.example.com', 'npmjs.org', 'evilnpmjs.org', 'npmjs.org.evil.com'])('refuses %s', (host) => {
+    expect(domainAllowed(host, patterns)).toBe(false);
   });
 });

@@ -146,3 +146,30 @@ function bigIntToAddress(value: bigint, family: IpFamily): string {
   // The WHATWG URL parser writes IPv6 hosts in the RFC 5952 canonical form.
   return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
 }
+
+export class DomainPatternError extends Error {}
+
+const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+const MAX_DOMAIN_LENGTH = 253;
+
+/**
+ * A host name or `*.example.com` wildcard, lowercased and without a trailing dot. Refuses ports,
+ * IP literals, single-label names and anything that is not a DNS name.
+ */
+export function parseDomainPattern(text: string): string {
+  const lowered = text.trim().toLowerCase().replace(/\.$/, '');
+  const name = lowered.startsWith('*.') ? lowered.slice(2) : lowered;
+  if (isIP(name) !== 0 || isIP(lowered.replace(/^\[|\]$/g, '')) !== 0) throw new DomainPatternError(`"${text}" is an IP address; list it in cidr_allowlist`);
+  if (lowered.length > MAX_DOMAIN_LENGTH) throw new DomainPatternError(`"${text.slice(0, 40)}…" is longer than ${MAX_DOMAIN_LENGTH} characters`);
+  const labels = name.split('.');
+  if (labels.length < 2 || !labels.every((label) => DNS_LABEL.test(label)) || /^\d+$/.test(labels[labels.length - 1])) {
+    throw new DomainPatternError(`"${text}" is not a host name or *.domain wildcard (no ports, schemes or paths)`);
+  }
+  return lowered;
+}
+
+/** `*.example.com` matches any subdomain but not example.com itself; case and a trailing dot are ignored. */
+export function domainAllowed(host: string, patterns: readonly string[]): boolean {
+  const name = host.toLowerCase().replace(/\.$/, '');
+  return patterns.some((pattern) => (pattern.startsWith('*.') ? name.endsWith(pattern.slice(1)) && name.length > pattern.length - 1 : name === pattern));
+}
