@@ -8,7 +8,7 @@ import { CreateSandboxDto, ExecDto, ExecResponse, ListSandboxesQuery, TerminateS
 import { SandboxResponse } from './sandbox.response';
 import { SandboxesService } from './sandboxes.service';
 
-const CREATE_EXAMPLES = {
+export const CREATE_EXAMPLES = {
   defaults: { summary: 'Defaults: network "internet", the host image, the default volume', value: {} },
   offline: { summary: 'No network (loopback and the model gateway only)', value: { network: 'none', env: { NODE_ENV: 'development' } } },
   cidr_allowlist: { summary: 'Only these CIDRs (every engine)', value: { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24', '2001:db8::/32'] } },
