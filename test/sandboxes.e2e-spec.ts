@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CREATE_EXAMPLES } from '../src/modules/sandboxes/sandboxes.controller';
 import { api, call } from './support/http';
 import { createMember, startTestApp, TestApp } from './support/test-app';
 
@@ -35,7 +36,7 @@ describe('sandbox API on the local bubblewrap provider', () => {
   it('creates a sandbox, runs a command in it and terminates it', async () => {
     const created = await user.post('/api/sandboxes', {});
     expect(created.status).toBe(201);
-    expect(created.body.data).toMatchObject({ status: 'running', provider: 'local', volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'open' });
+    expect(created.body.data).toMatchObject({ status: 'running', provider: 'local', volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'internet', cidr_allowlist: [], allowed_domains: [] });
     expect(created.body.data.limits).toMatchObject({ lifetime_seconds: expect.any(Number) });
     const id = created.body.data.sandbox_id;
 
@@ -76,13 +77,14 @@ describe('sandbox API on the local bubblewrap provider', () => {
     for (const text of [created.text, listed.text, fetched.text, app.logs.join('\n')]) expect(text.includes(SECRET_VALUE)).toBe(false);
   });
 
-  it('gives network "none" no network while "open" reaches a local server', async () => {
+  it('gives network "none" no network while "open" (answered as "internet") reaches a local server', async () => {
     const server: Server = createServer((socket) => socket.end('pong\n'));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as { port: number }).port;
     const probe = ['sh', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && cat <&3`];
     try {
       const open = await create({ network: 'open' });
+      expect((await user.get(`/api/sandboxes/${open}`)).body.data.network).toBe('internet');
       const openResult = await exec(open, ['bash', ...probe.slice(1)]);
       expect(openResult.body.data).toMatchObject({ exit_code: 0, stdout: 'pong\n' });
       const closed = await create({ network: 'none' });
@@ -161,6 +163,47 @@ describe('sandbox API on the local bubblewrap provider', () => {
   ])('rejects %s with a 400 naming %s', async (_label, field, body) => {
     const response = await user.post('/api/sandboxes', body);
     expect(response.status).toBe(400);
+    expect(JSON.stringify(response.body.message)).toContain(field);
+  });
+
+  it('shows the applied allowlist, normalized, on create, GET and list', async () => {
+    const body = { network: 'allowlist', cidr_allowlist: ['203.0.113.7', '2001:DB8::/32', '203.0.113.7/32'], allowed_domains: ['Registry.NPMJS.org.', '*.GitHub.com'] };
+    const applied = { network: 'allowlist', cidr_allowlist: ['203.0.113.7/32', '2001:db8::/32'], allowed_domains: ['registry.npmjs.org', '*.github.com'] };
+    const created = await user.post('/api/sandboxes', body);
+    expect({ status: created.status, message: created.body.message }).toEqual({ status: 201, message: undefined });
+    expect(created.body.data).toMatchObject(applied);
+    const id = created.body.data.sandbox_id;
+    expect((await user.get(`/api/sandboxes/${id}`)).body.data).toMatchObject(applied);
+    const listed = (await user.get('/api/sandboxes')).body.data.find((s: { sandbox_id: string }) => s.sandbox_id === id);
+    expect(listed).toMatchObject(applied);
+  });
+
+  it.each(Object.entries(CREATE_EXAMPLES))('creates the Swagger example "%s" as shown', async (_name, example) => {
+    const created = await user.post('/api/sandboxes', example.value);
+    expect({ status: created.status, message: created.body.message }).toEqual({ status: 201, message: undefined });
+    await user.delete(`/api/sandboxes/${created.body.data.sandbox_id}`);
+  });
+
+  it.each<[string, string, Record<string, unknown>]>([
+    ['cidr_allowlist without network "allowlist"', 'cidr_allowlist', { cidr_allowlist: ['203.0.113.0/24'] }],
+    ['allowed_domains with network "internet"', 'allowed_domains', { network: 'internet', allowed_domains: ['example.com'] }],
+    ['allowed_domains with the deprecated "open"', 'allowed_domains', { network: 'open', allowed_domains: ['example.com'] }],
+    ['a CIDR with host bits set', 'cidr_allowlist[0]', { network: 'allowlist', cidr_allowlist: ['10.1.2.3/8'] }],
+    ['a CIDR inside a blocked range', 'cidr_allowlist[1]', { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24', '169.254.169.254'] }],
+    ['a prefix too long', 'cidr_allowlist[0]', { network: 'allowlist', cidr_allowlist: ['2001:db8::/129'] }],
+    ['a CIDR that is not a string', 'cidr_allowlist', { network: 'allowlist', cidr_allowlist: [24] }],
+    ['cidr_allowlist that is not an array', 'cidr_allowlist', { network: 'allowlist', cidr_allowlist: '203.0.113.0/24' }],
+    ['65 CIDRs', 'cidr_allowlist', { network: 'allowlist', cidr_allowlist: Array.from({ length: 65 }, (_, i) => `203.0.113.${i}`) }],
+    ['a domain with a port', 'allowed_domains[0]', { network: 'allowlist', allowed_domains: ['example.com:443'] }],
+    ['an IP address as a domain', 'allowed_domains[1]', { network: 'allowlist', allowed_domains: ['example.com', '203.0.113.7'] }],
+    ['a URL as a domain', 'allowed_domains[0]', { network: 'allowlist', allowed_domains: ['https://example.com/'] }],
+    ['a wildcard in the middle', 'allowed_domains[0]', { network: 'allowlist', allowed_domains: ['a.*.example.com'] }],
+    ['a domain over 253 characters', 'allowed_domains[0]', { network: 'allowlist', allowed_domains: [`${'a'.repeat(62)}.`.repeat(4) + 'com'] }],
+    ['65 domains', 'allowed_domains', { network: 'allowlist', allowed_domains: Array.from({ length: 65 }, (_, i) => `h${i}.example.com`) }],
+    ['the old network name "bridge"', 'network', { network: 'bridge' }],
+  ])('rejects %s with a 400 naming %s', async (_label, field, body) => {
+    const response = await user.post('/api/sandboxes', body);
+    expect({ status: response.status, message: response.body.message }).toMatchObject({ status: 400 });
     expect(JSON.stringify(response.body.message)).toContain(field);
   });
 

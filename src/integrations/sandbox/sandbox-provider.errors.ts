@@ -43,6 +43,12 @@ export class ProviderTimeoutError extends DeadlineExceededError {
 }
 /** An image the engine cannot build or use (e.g. a registry image on the local engine). */
 export class UnsupportedImageError extends UnprocessableError {}
+/** A network policy field the engine cannot enforce (e.g. allowed_domains on Modal); refused before anything is created. */
+export class UnsupportedNetworkPolicyError extends UnprocessableError {
+  constructor(readonly field: string, reason: string) {
+    super(`${field}: ${reason}`, { step: 'sandbox', field });
+  }
+}
 /** A Dockerfile step failed while the sandbox was being created. */
 export class ImageStepFailedError extends UnprocessableError {
   constructor(readonly stepIndex: number, readonly instruction: string, readonly exitCode: number, readonly outputTail: string) {

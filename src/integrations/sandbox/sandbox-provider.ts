@@ -29,6 +29,12 @@ export abstract class SandboxProvider {
   abstract terminate(providerSandboxId: string): Promise<void>;
 
   /**
+   * Refuses, with UnsupportedNetworkPolicyError, a policy this engine cannot enforce; called before
+   * anything is created. By default every policy is supported.
+   */
+  assertNetworkSupported(_network: SandboxNetwork): void {}
+
+  /**
    * After a service restart: re-attaches to a sandbox this service created earlier. Returns false
    * when it no longer runs (the caller then records it as terminated).
    */

@@ -3,10 +3,20 @@ import { Type } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min, MinLength } from 'class-validator';
 import { IsEnvMap, IsSafeAbsolutePath } from '../../common/validators';
 import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.entity';
+import { MAX_NETWORK_LIST_ENTRIES, NETWORK_INPUTS, type NetworkInput } from './sandbox-network';
 
 export const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 export const S3_BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const ENV_LIMITS = { maxEntries: 128, maxBytes: 32 * 1024 };
+
+export const NETWORK_DESCRIPTION = [
+  'What the sandbox may reach besides its own loopback (on the local engine):',
+  '"none": loopback only, plus the model gateway;',
+  '"internet": the public internet through user-mode NAT; private, host, link-local and cloud metadata addresses are unreachable; DNS goes through the NAT;',
+  '"allowlist": only the CIDRs in cidr_allowlist (directly) and the names in allowed_domains (through an HTTP/HTTPS proxy that processes are given as HTTP_PROXY/HTTPS_PROXY).',
+  '"open" is a deprecated alias of "internet" and is answered as "internet".',
+  'On Modal: "none" blocks the network, "allowlist" takes cidr_allowlist only.',
+].join(' ');
 
 export class CreateSandboxDto {
   @ApiPropertyOptional({ description: 'Image: omitted or "host" = the host system view (local) / the default image (Modal); a directory name under IMAGES_DIR (local); a registry reference (Modal)', example: 'host' })
@@ -37,9 +47,36 @@ export class CreateSandboxDto {
   @IsOptional() @IsArray() @ArrayMaxSize(32) @IsString({ each: true }) @Matches(/^[A-Za-z0-9_.-]{1,64}$/, { each: true, message: 'secrets must be secret names (letters, digits, ".", "-", "_")' })
   secrets?: string[];
 
-  @ApiPropertyOptional({ enum: ['open', 'none'], default: 'open' })
-  @IsOptional() @IsIn(['open', 'none'])
-  network?: 'open' | 'none';
+  @ApiPropertyOptional({
+    enum: NETWORK_INPUTS,
+    default: 'internet',
+    description: NETWORK_DESCRIPTION,
+    example: 'allowlist',
+  })
+  @IsOptional() @IsIn(NETWORK_INPUTS)
+  network?: NetworkInput;
+
+  @ApiPropertyOptional({
+    type: [String],
+    maxItems: MAX_NETWORK_LIST_ENTRIES,
+    default: [],
+    description:
+      'Only with network "allowlist": IPv4/IPv6 CIDRs the sandbox may connect to directly. A bare address means /32 or /128; host bits below the prefix are refused (write 10.1.0.0/16, not 10.1.2.3/16); answered in canonical form. Private, loopback, link-local, multicast and reserved ranges stay unreachable, and a CIDR wholly inside one is refused.',
+    example: ['203.0.113.0/24', '2001:db8::/32'],
+  })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_NETWORK_LIST_ENTRIES) @IsString({ each: true }) @MaxLength(64, { each: true })
+  cidr_allowlist?: string[];
+
+  @ApiPropertyOptional({
+    type: [String],
+    maxItems: MAX_NETWORK_LIST_ENTRIES,
+    default: [],
+    description:
+      'Only with network "allowlist": host names reachable through the egress HTTP/HTTPS proxy, or "*.example.com" (any subdomain, not example.com itself). Lowercased; no ports, schemes or IP addresses; at most 253 characters. Local engine only: Modal refuses a non-empty list with 422.',
+    example: ['registry.npmjs.org', '*.github.com'],
+  })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_NETWORK_LIST_ENTRIES) @IsString({ each: true }) @MaxLength(256, { each: true })
+  allowed_domains?: string[];
 
   @ApiPropertyOptional({ description: 'Maximum lifetime in seconds; default and cap are configured by the operator' })
   @IsOptional() @IsInt() @Min(10)

@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { Account } from '../users/account.entity';
-import type { EnforcedLimits } from '../../integrations/sandbox/sandbox-provider';
+import type { EnforcedLimits, SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
 
 export const SANDBOX_STATUSES = ['creating', 'running', 'terminating', 'terminated', 'error'] as const;
 export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
@@ -14,7 +14,11 @@ export interface SandboxConfig {
   workdir: string;
   env: Record<string, string>;
   secrets: string[];
-  network: 'open' | 'none';
+  /** `open` only in rows written before the allowlist existed; it means `internet`. */
+  network: SandboxNetworkMode | 'open';
+  /** Absent in rows written before the allowlist existed (= []). */
+  cidr_allowlist?: string[];
+  allowed_domains?: string[];
   timeout_seconds: number;
   idle_timeout_seconds: number | null;
   s3_bucket_name: string | null;

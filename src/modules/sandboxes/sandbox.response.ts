@@ -1,5 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import type { SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
 import { SANDBOX_STATUSES, Sandbox, type SandboxStatus } from './sandbox.entity';
+import { NETWORK_MODES, networkOfConfig } from './sandbox-network';
 
 export class SandboxResponse {
   @ApiProperty({ format: 'uuid' }) sandbox_id: string;
@@ -12,7 +14,9 @@ export class SandboxResponse {
   @ApiProperty() workdir: string;
   @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } }) env: Record<string, string>;
   @ApiProperty({ type: [String], description: 'Secret names (values are never returned)' }) secrets: string[];
-  @ApiProperty({ enum: ['open', 'none'] }) network: string;
+  @ApiProperty({ enum: NETWORK_MODES, description: 'The mode applied ("open" is answered as "internet")', example: 'allowlist' }) network: SandboxNetworkMode;
+  @ApiProperty({ type: [String], description: 'CIDRs reachable directly (network "allowlist"), canonical form', example: ['203.0.113.0/24'] }) cidr_allowlist: string[];
+  @ApiProperty({ type: [String], description: 'Host names reachable through the egress proxy (network "allowlist")', example: ['registry.npmjs.org', '*.github.com'] }) allowed_domains: string[];
   @ApiProperty() timeout_seconds: number;
   @ApiProperty({ nullable: true, type: Number }) idle_timeout_seconds: number | null;
   @ApiProperty({ nullable: true, type: String }) s3_bucket_name: string | null;
@@ -35,6 +39,7 @@ export class SandboxResponse {
 
   static from(sandbox: Sandbox): SandboxResponse {
     const { config } = sandbox;
+    const network = networkOfConfig(config);
     return {
       sandbox_id: sandbox.id,
       status: sandbox.status,
@@ -46,7 +51,9 @@ export class SandboxResponse {
       workdir: config.workdir,
       env: config.env,
       secrets: config.secrets,
-      network: config.network,
+      network: network.mode,
+      cidr_allowlist: network.cidrAllowlist,
+      allowed_domains: network.allowedDomains,
       timeout_seconds: config.timeout_seconds,
       idle_timeout_seconds: config.idle_timeout_seconds,
       s3_bucket_name: config.s3_bucket_name,

@@ -1,5 +1,5 @@
 import { Body, Controller, Delete, Get, HttpCode, HttpStatus, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
-import { ApiBadGatewayResponse, ApiBadRequestResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiTags, ApiUnprocessableEntityResponse } from '@nestjs/swagger';
+import { ApiBadGatewayResponse, ApiBadRequestResponse, ApiBody, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiTags, ApiUnprocessableEntityResponse } from '@nestjs/swagger';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { Paginated } from '../../common/response-envelope.interceptor';
 import { Authenticated } from '../auth/auth-policy.decorator';
@@ -7,6 +7,16 @@ import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
 import { CreateSandboxDto, ExecDto, ExecResponse, ListSandboxesQuery, TerminateSandboxQuery } from './sandbox.dto';
 import { SandboxResponse } from './sandbox.response';
 import { SandboxesService } from './sandboxes.service';
+
+export const CREATE_EXAMPLES = {
+  defaults: { summary: 'Defaults: network "internet", the host image, the default volume', value: {} },
+  offline: { summary: 'No network (loopback and the model gateway only)', value: { network: 'none', env: { NODE_ENV: 'development' } } },
+  cidr_allowlist: { summary: 'Only these CIDRs (every engine)', value: { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24', '2001:db8::/32'] } },
+  domain_allowlist: {
+    summary: 'These host names through the egress proxy, plus a CIDR (local engine; Modal answers 422)',
+    value: { network: 'allowlist', cidr_allowlist: ['203.0.113.7'], allowed_domains: ['registry.npmjs.org', '*.github.com'] },
+  },
+};
 
 @ApiTags('sandboxes')
 @Controller('api/sandboxes')
@@ -18,8 +28,9 @@ export class SandboxesController {
   @Post()
   @ApiOperation({ operationId: 'createSandbox', summary: 'Create a sandbox; answers once it is running (image steps and restore done)' })
   @ApiEnvelope(SandboxResponse, { status: HttpStatus.CREATED })
-  @ApiBadRequestResponse({ description: 'Invalid field (named in the message), unknown secret, unsupported Dockerfile instruction' })
-  @ApiUnprocessableEntityResponse({ description: 'Image not usable by this engine, or a Dockerfile step failed (named, with its output tail)' })
+  @ApiBody({ type: CreateSandboxDto, examples: CREATE_EXAMPLES })
+  @ApiBadRequestResponse({ description: 'Invalid field (named in the message), unknown secret, unsupported Dockerfile instruction, cidr_allowlist/allowed_domains without network "allowlist"' })
+  @ApiUnprocessableEntityResponse({ description: 'Image not usable by this engine, a Dockerfile step failed (named, with its output tail), or allowed_domains on an engine without a domain allowlist (Modal; details.field names it)' })
   async create(@CurrentUser() user: AuthenticatedUser, @Body() dto: CreateSandboxDto): Promise<SandboxResponse> {
     return SandboxResponse.from(await this.sandboxes.create(user.accountId, user.id, dto));
   }

@@ -4,7 +4,7 @@ import { Repository } from 'typeorm';
 import { InvalidInputError } from '../../common/domain-error';
 import { AppConfig } from '../../config/app-config';
 import { EnforcedLimits, ExecExit, SandboxProcess, SandboxProvider, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
-import { ProviderUnavailableError } from '../../integrations/sandbox/sandbox-provider.errors';
+import { ProviderUnavailableError, UnsupportedNetworkPolicyError } from '../../integrations/sandbox/sandbox-provider.errors';
 import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
 import { SnapshotFailedError } from '../snapshots/snapshot.errors';
 import { Sandbox, SandboxConfig } from './sandbox.entity';
@@ -49,7 +49,8 @@ describe('SandboxesService', () => {
       const row = rows.get(where.id);
       return row?.accountId === where.accountId ? row : null;
     }) as never);
-    provider = strictMock<SandboxProvider>('provider', ['isConfigured', 'ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds'], { kind: 'local' });
+    provider = strictMock<SandboxProvider>('provider', ['isConfigured', 'ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds', 'assertNetworkSupported'], { kind: 'local' });
+    provider.assertNetworkSupported.mockReturnValue(undefined);
     secrets = strictMock<SecretsStore>('secrets', ['resolve']);
     secrets.resolve.mockImplementation((names) => names.map((name) => ({ name, values: SECRET_VALUES[name] })));
     snapshots = strictMock<SnapshotEngine>('snapshots', ['snapshot', 'restore']);
@@ -130,13 +131,13 @@ describe('SandboxesService', () => {
         workdir: '/mnt/workspace',
         env: {},
         secrets: [],
-        network: 'open',
+        network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] },
         timeoutSeconds: 600,
         idleTimeoutSeconds: undefined,
         bucketMount: undefined,
       });
       expect(sandbox).toMatchObject({ status: 'running', providerSandboxId: 'prov-new', limits: LIMITS, accountId: ACCOUNT, createdBy: USER });
-      expect(sandbox.config).toMatchObject({ volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'open', timeout_seconds: 600 });
+      expect(sandbox.config).toMatchObject({ volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'internet', cidr_allowlist: [], allowed_domains: [], timeout_seconds: 600 });
       expect(saves.map((row) => row.status)).toEqual(['creating', 'running']);
     });
 
@@ -233,6 +234,67 @@ describe('SandboxesService', () => {
       expect(saves.some((saved) => saved.status === 'running')).toBe(false);
       expect(saves[saves.length - 1]).toMatchObject({ status: 'error', error: 'bucket unreachable' });
       expect(provider.terminate).toHaveBeenCalledTimes(1);
+    });
+  });
+
+  describe('network policy', () => {
+    it('answers the deprecated "open" as "internet"', async () => {
+      engineStartsSandboxes();
+      const sandbox = await service.create(ACCOUNT, USER, { network: 'open' });
+      expect(sandbox.config).toMatchObject({ network: 'internet', cidr_allowlist: [], allowed_domains: [] });
+      expect(provider.create).toHaveBeenCalledWith(expect.objectContaining({ network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] } }));
+    });
+
+    it('stores an allowlist normalized and de-duplicated and hands it to the engine', async () => {
+      engineStartsSandboxes();
+      const sandbox = await service.create(ACCOUNT, USER, {
+        network: 'allowlist',
+        cidr_allowlist: ['203.0.113.7', '2001:DB8:0::/32', '203.0.113.7/32'],
+        allowed_domains: ['Registry.NPMJS.org.', '*.GitHub.com', 'registry.npmjs.org'],
+      });
+      const applied = { cidr_allowlist: ['203.0.113.7/32', '2001:db8::/32'], allowed_domains: ['registry.npmjs.org', '*.github.com'] };
+      expect(sandbox.config).toMatchObject({ network: 'allowlist', ...applied });
+      const network = { mode: 'allowlist', cidrAllowlist: applied.cidr_allowlist, allowedDomains: applied.allowed_domains };
+      expect(provider.assertNetworkSupported).toHaveBeenCalledWith(network);
+      expect(provider.create).toHaveBeenCalledWith(expect.objectContaining({ network }));
+    });
+
+    it('accepts empty lists with any mode', async () => {
+      engineStartsSandboxes();
+      const sandbox = await service.create(ACCOUNT, USER, { network: 'none', cidr_allowlist: [], allowed_domains: [] });
+      expect(sandbox.config).toMatchObject({ network: 'none', cidr_allowlist: [], allowed_domains: [] });
+    });
+
+    it.each<[string, Record<string, unknown>, RegExp]>([
+      ['CIDRs without allowlist', { cidr_allowlist: ['203.0.113.0/24'] }, /^cidr_allowlist is only valid with network "allowlist" \(network is "internet"\)$/],
+      ['domains with network none', { network: 'none', allowed_domains: ['example.com'] }, /^allowed_domains is only valid with network "allowlist"/],
+      ['host bits', { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24', '10.1.2.3/8'] }, /^cidr_allowlist\[1\]: "10.1.2.3\/8" has host bits set; the network is 10.0.0.0\/8$/],
+      ['a blocked range', { network: 'allowlist', cidr_allowlist: ['169.254.169.254/32'] }, /^cidr_allowlist\[0\]: "169.254.169.254\/32" lies inside 169.254.0.0\/16/],
+      ['not a CIDR', { network: 'allowlist', cidr_allowlist: ['example.com'] }, /^cidr_allowlist\[0\]: "example.com" is not an IPv4 or IPv6 CIDR$/],
+      ['a port', { network: 'allowlist', allowed_domains: ['example.com:443'] }, /^allowed_domains\[0\]: "example.com:443" is not a host name/],
+      ['an IP as a domain', { network: 'allowlist', allowed_domains: ['8.8.8.8'] }, /^allowed_domains\[0\]: "8.8.8.8" is an IP address/],
+    ])('refuses %s, naming the field, before anything is stored', async (_label, dto, message) => {
+      await expect(service.create(ACCOUNT, USER, dto)).rejects.toThrow(message);
+      await expect(service.create(ACCOUNT, USER, dto)).rejects.toBeInstanceOf(InvalidInputError);
+      expect(saves).toEqual([]);
+    });
+
+    it('stores nothing and starts nothing when the engine cannot enforce the policy', async () => {
+      provider.assertNetworkSupported.mockImplementation(() => {
+        throw new UnsupportedNetworkPolicyError('allowed_domains', 'not on this engine');
+      });
+      await expect(service.create(ACCOUNT, USER, { network: 'allowlist', allowed_domains: ['example.com'] })).rejects.toBeInstanceOf(UnsupportedNetworkPolicyError);
+      expect(saves).toEqual([]);
+      expect(provider.ensureApp).not.toHaveBeenCalled();
+    });
+
+    it('re-attaches a sandbox stored with "open" (before the allowlist existed) as internet', async () => {
+      const legacy = storedSandbox({ providerSandboxId: 'prov-legacy' }, { network: 'open' });
+      repository.findBy.mockResolvedValue([legacy]);
+      provider.reattach.mockResolvedValue(true);
+      repository.createQueryBuilder.mockReturnValue({ select: () => ({ getRawMany: async () => [] }) } as never);
+      await service.onApplicationBootstrap();
+      expect(provider.reattach).toHaveBeenCalledWith('prov-legacy', expect.objectContaining({ network: { mode: 'internet', cidrAllowlist: [], allowedDomains: [] } }));
     });
   });
 

@@ -11,6 +11,7 @@ import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
 import { CappedOutput } from './exec-output';
 import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';
 import { Sandbox, SandboxConfig, SandboxStatus } from './sandbox.entity';
+import { networkOfConfig, networkOfRequest } from './sandbox-network';
 import { hasStorageConfigured, snapshotLocationOf } from './sandbox-storage';
 import { FinalSyncFailedError, SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
 import { SecretsStore } from './secrets.store';
@@ -72,6 +73,7 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   async create(accountId: string, userId: string, dto: CreateSandboxDto): Promise<Sandbox> {
     const config = this.normalize(dto);
+    this.provider.assertNetworkSupported(networkOfConfig(config));
     const secrets = this.secrets.resolve(config.secrets);
     const sandbox = await this.sandboxes.save(
       this.sandboxes.create({ accountId, createdBy: userId, provider: this.provider.kind, providerSandboxId: null, status: 'creating', config, limits: null, lastActivityAt: new Date(), terminatedAt: null, exitReason: null, error: null }),
@@ -259,7 +261,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       workdir: dto.workdir ?? mountPath,
       env: dto.env ?? {},
       secrets: dto.secrets ?? [],
-      network: dto.network ?? 'open',
+      ...networkOfRequest(dto),
       timeout_seconds: dto.timeout_seconds ?? defaultTimeoutSeconds,
       idle_timeout_seconds: dto.idle_timeout_seconds ?? null,
       s3_bucket_name: dto.s3_bucket_name ?? null,
@@ -281,7 +283,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       workdir: config.workdir,
       env: config.env,
       secrets: [],
-      network: { mode: config.network === 'none' ? 'none' : 'internet', cidrAllowlist: [], allowedDomains: [] },
+      network: networkOfConfig(config),
       timeoutSeconds: config.timeout_seconds,
       idleTimeoutSeconds: config.idle_timeout_seconds ?? undefined,
       bucketMount: config.s3_bucket_name ? { bucket: config.s3_bucket_name, keyPrefix: `${config.s3_key_prefix}${sandbox.accountId}/`, readOnly: false } : undefined,

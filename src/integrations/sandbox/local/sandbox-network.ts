@@ -3,7 +3,7 @@ import { networkInterfaces } from 'node:os';
 import type { Socket } from 'node:net';
 import type { SandboxNetwork } from '../sandbox-provider';
 import { ProviderFailureError } from '../sandbox-provider.errors';
-import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS } from './egress-rules';
+import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS, IPV4_EMBEDDING_IPV6_CIDRS } from './egress-rules';
 import { shellQuote } from './sandbox-commands';
 import type { SandboxCgroups } from './sandbox-cgroups';
 import type { SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
@@ -54,7 +54,7 @@ export function egressRules(network: SandboxNetwork, host: HostEndpoints): { rul
   const rules: EgressRule[] = [
     ...loopbackPorts.map((port) => ({ verdict: 'allow' as const, cidr: `${HOST_LOOPBACK}/32`, protocol: 'tcp' as const, port })),
     ...(usesDns ? host.resolvers.map((resolver) => ({ verdict: 'allow' as const, cidr: hostCidr(resolver), protocol: 'any' as const, port: 53 })) : []),
-    ...[...BLOCKED_IPV4_CIDRS, ...BLOCKED_IPV6_CIDRS, ...host.hostAddresses.map(hostCidr)].map((cidr) => ({ verdict: 'deny' as const, cidr, protocol: 'any' as const, port: 0 })),
+    ...[...BLOCKED_IPV4_CIDRS, ...BLOCKED_IPV6_CIDRS, ...IPV4_EMBEDDING_IPV6_CIDRS, ...host.hostAddresses.map(hostCidr)].map((cidr) => ({ verdict: 'deny' as const, cidr, protocol: 'any' as const, port: 0 })),
     ...(network.mode === 'allowlist' ? network.cidrAllowlist.map((cidr) => ({ verdict: 'allow' as const, cidr, protocol: 'any' as const, port: 0 })) : []),
   ];
   return { rules, defaultVerdict: network.mode === 'internet' ? 'allow' : 'deny' };

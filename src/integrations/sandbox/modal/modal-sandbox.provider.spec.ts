@@ -14,6 +14,7 @@ import {
   ProviderUnavailableError,
   SandboxGoneError,
   UnsupportedImageError,
+  UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
 import { assertModalConfigured, MODAL_CLIENT } from './modal-client';
 import { EXEC_MARKER_ENV, killByMarkerArgv } from './modal-exec-process';
@@ -193,6 +194,41 @@ describe('ModalSandboxProvider', () => {
         secrets: [github, npm],
         cloudBucketMounts: { '/mnt/s3': bucket },
         blockNetwork: true,
+      });
+    });
+
+    describe('network', () => {
+      const network = (mode: 'none' | 'internet' | 'allowlist', cidrAllowlist: string[] = [], allowedDomains: string[] = []) => ({ network: { mode, cidrAllowlist, allowedDomains } });
+
+      it.each<[string, ReturnType<typeof network>, Record<string, unknown>]>([
+        ['none blocks the network', network('none'), { blockNetwork: true }],
+        ['internet is Modal’s default', network('internet'), {}],
+        ['allowlist passes its CIDRs as outboundCidrAllowlist', network('allowlist', ['203.0.113.0/24', '2001:db8::/32']), { outboundCidrAllowlist: ['203.0.113.0/24', '2001:db8::/32'] }],
+        ['an allowlist without CIDRs allows no outbound address', network('allowlist'), { outboundCidrAllowlist: [] }],
+      ])('%s', async (_label, overrides, expected) => {
+        await createdSandbox(overrides);
+        const params = modal.sandboxes.create.mock.calls[0][2]!;
+        expect({ blockNetwork: params.blockNetwork, outboundCidrAllowlist: params.outboundCidrAllowlist, outboundDomainAllowlist: params.outboundDomainAllowlist }).toEqual({
+          blockNetwork: undefined,
+          outboundCidrAllowlist: undefined,
+          outboundDomainAllowlist: undefined,
+          ...expected,
+        });
+        expect(params).not.toHaveProperty('cidrAllowlist');
+      });
+
+      it('refuses allowed_domains with a 422-kind error naming the field, before calling Modal at all', async () => {
+        const refused = provider.create(spec(network('allowlist', ['203.0.113.0/24'], ['registry.npmjs.org'])));
+
+        await expect(refused).rejects.toBeInstanceOf(UnsupportedNetworkPolicyError);
+        await expect(refused).rejects.toMatchObject({ kind: 'unprocessable', message: expect.stringMatching(/^allowed_domains: /), details: { step: 'sandbox', field: 'allowed_domains' } });
+        expect(modal.apps.fromName).not.toHaveBeenCalled();
+        expect(modal.sandboxes.create).not.toHaveBeenCalled();
+      });
+
+      it('checks a policy without creating anything', () => {
+        expect(() => provider.assertNetworkSupported(network('allowlist', ['203.0.113.0/24']).network)).not.toThrow();
+        expect(() => provider.assertNetworkSupported(network('allowlist', [], ['*.example.com']).network)).toThrow(UnsupportedNetworkPolicyError);
       });
     });
 

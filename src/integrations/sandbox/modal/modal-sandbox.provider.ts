@@ -6,6 +6,7 @@ import {
   type CreateHooks,
   type ExecRequest,
   type SandboxHandle,
+  type SandboxNetwork,
   SandboxProvider,
   type SandboxProcess,
   type SandboxSpec,
@@ -18,6 +19,7 @@ import {
   type ProviderStep,
   ProviderUnavailableError,
   SandboxGoneError,
+  UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
 import { createModalClient, isModalConfigured, MODAL_CLIENT, type ModalClientLike, type ModalSandboxLike } from './modal-client';
 import { type ModalCall, withDeadline } from './modal-errors';
@@ -80,7 +82,19 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     await this.volumeOf(accountId, volumeName);
   }
 
+  /**
+   * Outbound CIDRs map onto Modal; domains are refused. The SDK does have outboundDomainAllowlist, but
+   * its matching (apex vs wildcard, blocked addresses, HTTP vs TLS) is unverified against ours and the
+   * fake control plane ignores it, so accepting it would promise a policy nobody has checked.
+   */
+  override assertNetworkSupported(network: SandboxNetwork): void {
+    if (network.mode === 'allowlist' && network.allowedDomains.length > 0) {
+      throw new UnsupportedNetworkPolicyError('allowed_domains', 'the Modal engine does not support a domain allowlist; use cidr_allowlist, or network "internet"');
+    }
+  }
+
   async create(spec: SandboxSpec, hooks?: CreateHooks): Promise<SandboxHandle> {
+    this.assertNetworkSupported(spec.network);
     const app = await this.app(spec.accountId);
     const modal = this.modal('sandbox');
     const image = await buildModalImage(modal, app, spec, this.call, hooks);
@@ -96,7 +110,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       ...(secrets.length > 0 ? { secrets } : {}),
       ...(bucketMount ? { cloudBucketMounts: { [this.config.modal.bucketMountPath]: bucketMount } } : {}),
       ...(spec.idleTimeoutSeconds ? { idleTimeoutMs: wholeSecondsMs(spec.idleTimeoutSeconds) } : {}),
-      ...(spec.network.mode === 'none' ? { blockNetwork: true } : {}),
+      ...networkParams(spec.network),
     };
     const sandbox = await this.call('sandbox', 'sandbox creation', () => modal.sandboxes.create(app, image, params));
     this.track(sandbox, spec);
@@ -304,6 +318,13 @@ export function sandboxState(exitCode: number | null): SandboxState {
   if (exitCode === SANDBOX_KILLED_EXIT_CODE) return { status: 'terminated', exitReason: 'terminated', exitCode };
   if (exitCode === 0) return { status: 'terminated', exitReason: 'exited', exitCode };
   return { status: 'error', exitReason: `exited with code ${exitCode}`, exitCode };
+}
+
+/** internet is Modal's default; an allowlist with no CIDRs blocks all outbound traffic. */
+function networkParams(network: SandboxNetwork): Pick<SandboxCreateParams, 'blockNetwork' | 'outboundCidrAllowlist'> {
+  if (network.mode === 'none') return { blockNetwork: true };
+  if (network.mode === 'allowlist') return { outboundCidrAllowlist: [...network.cidrAllowlist] };
+  return {};
 }
 
 /** The SDK takes durations in milliseconds that must be whole seconds. */
