@@ -1,4 +1,5 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { lookup } from 'node:dns/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -256,6 +257,22 @@ describe('LocalSandboxProvider on this host', () => {
       expect((await run(id, ['bash', '-c', probe(peer.otherAddress, peer.port)])).exitCode).not.toBe(0);
       expect((await run(id, ['bash', '-c', probe(HOST_ADDRESS_IN_SANDBOX, portOf(hostListener))])).exitCode).not.toBe(0);
       expect(reached).toEqual([]);
+      await provider.terminate(id);
+    });
+
+    it('"allowlist" reaches allowed_domains through the egress proxy only: a denied name, a raw IP and a direct connection are refused', async () => {
+      // The npm registry is the one outside host this machine reaches (the test host above has no name).
+      const id = await create({ network: network('allowlist', { allowedDomains: ['registry.npmjs.org'] }) });
+      const curl = (...args: string[]) => run(id, ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', ...args]);
+      expect(await curl('https://registry.npmjs.org/is-number')).toMatchObject({ exitCode: 0, stdout: '200' });
+      const denied = await curl('https://deb.debian.org/debian/');
+      expect(denied.exitCode).not.toBe(0);
+      expect(denied.stderr).toMatch(/403/);
+      const registryAddress = (await run(id, ['getent', 'hosts', 'registry.npmjs.org'])).stdout.split(/\s/)[0];
+      expect(registryAddress).toBe('');
+      const hostAddress = (await lookup('registry.npmjs.org')).address;
+      expect((await curl('-k', `https://${hostAddress}/is-number`)).stderr).toMatch(/403/);
+      expect((await curl('--noproxy', '*', '--resolve', `registry.npmjs.org:443:${hostAddress}`, 'https://registry.npmjs.org/is-number')).exitCode).not.toBe(0);
       await provider.terminate(id);
     });
 

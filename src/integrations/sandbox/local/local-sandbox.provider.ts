@@ -25,6 +25,7 @@ import { ImageCache, imageCacheKey } from './image-cache';
 import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
+import { EgressProxy } from './egress-proxy';
 import { SandboxCgroups } from './sandbox-cgroups';
 import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
 import {
@@ -38,7 +39,7 @@ import {
 } from './sandbox-environment';
 import { megabytes, mountSource, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
-import { egressRules, HOST_ADDRESS_IN_SANDBOX, hostResolvers, ownHostAddresses, SandboxNetworkStack } from './sandbox-network';
+import { egressRules, HOST_ADDRESS_IN_SANDBOX, hostResolvers, ownHostAddresses, proxyEnvironment, SandboxNetworkStack } from './sandbox-network';
 import { SandboxSpawner } from './sandbox-spawner';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
 import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
@@ -82,6 +83,8 @@ interface LocalSandbox extends ProcessDefaults {
   cgroups: SandboxCgroups;
   natCgroups: SandboxCgroups;
   network?: SandboxNetworkStack;
+  /** HTTP(S)_PROXY of an allowlist with domains: every process, image steps included, gets it. */
+  networkEnv: Record<string, string>;
   /** Host pid of the sandbox's init, whose namespaces and root every exec enters. */
   initPid: number;
   /** Absent for a sandbox found still running after a restart. */
@@ -118,6 +121,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private readonly accountInRange: string | undefined;
   private readonly imageCache: ImageCache;
   private readonly spawner: SandboxSpawner;
+  private readonly egressProxy = new EgressProxy();
   private disksOnce?: SandboxDisks;
   private readonly volumeLocks = new KeyedLock();
   /** Volume filesystems this instance mounted in its mount namespace, unmounted when it stops. */
@@ -163,6 +167,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const unmounted = Promise.all([...this.mountedVolumes].map((dir) => this.disks.unmount(dir).catch((error: Error) => this.logger.warn(`could not unmount volume ${dir}: ${error.message}`))));
     await this.withinShutdownDeadline(unmounted, 'unmounting volumes');
     await this.withinShutdownDeadline(this.spawner.close(), 'closing the spawner');
+    await this.egressProxy.closeAll();
   }
 
   /** A stop of the service never hangs on the kernel (a process in uninterruptible sleep): it says so and goes on. */
@@ -231,11 +236,22 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.gateway.port === null ? null : `http://${HOST_ADDRESS_IN_SANDBOX}:${this.gateway.port}`;
   }
 
-  /** Starts the sandbox's NAT with the egress filter of its policy, before anything runs inside. */
+  /**
+   * Starts the sandbox's NAT with the egress filter of its policy, before anything runs inside; for
+   * an allowlist with domains, first the sandbox's own port of the egress proxy, which its
+   * processes are told to use.
+   */
   private async startNetwork(sandbox: LocalSandbox, spec: SandboxSpec): Promise<SandboxNetworkStack> {
     const tools = this.located.tools as HostTools;
+    const { mode, allowedDomains } = spec.network;
+    const proxyPort = mode === 'allowlist' && allowedDomains.length > 0 ? await this.egressProxy.open(sandbox.id, { allowedDomains }) : undefined;
+    if (proxyPort !== undefined) {
+      sandbox.networkEnv = proxyEnvironment(`http://${HOST_ADDRESS_IN_SANDBOX}:${proxyPort}`);
+      sandbox.env = { ...sandbox.networkEnv, ...sandbox.env };
+    }
     const { rules, defaultVerdict } = egressRules(spec.network, {
       gatewayPort: this.gateway.port,
+      proxyPort,
       resolvers: await hostResolvers(),
       hostAddresses: ownHostAddresses(),
     });
@@ -267,7 +283,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
     const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
     const { id, dirs, cgroups, natCgroups, launcher, spare } = prepared;
-    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, launcher, spare, initPid: 0, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
+    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
       sandbox.initPid = await launcher.start({ volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
@@ -325,6 +341,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       dirs,
       cgroups: await SandboxCgroups.locate(providerSandboxId),
       natCgroups: await SandboxCgroups.locate(natCgroupName(providerSandboxId)),
+      networkEnv: {},
       initPid: persisted.initPid,
       state: { status: 'running' },
       ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
@@ -529,6 +546,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   /** Runs the Dockerfile lines in the fresh sandbox; with cached layers only ENV and WORKDIR are applied. */
   private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, hooks: CreateHooks): Promise<void> {
     const current = initialImageDefaults();
+    Object.assign(current.env, sandbox.networkEnv);
     for (const step of steps) {
       hooks.onImageStep?.({ index: step.index, instruction: step.instruction, cached });
       applyConfigStep(current, step);
@@ -588,6 +606,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       if (!sandbox.launcher && sandbox.initPid > 0) killQuietly(sandbox.initPid);
       await sandbox.cgroups.destroy();
       await sandbox.natCgroups.destroy();
+      await this.egressProxy.close(sandbox.id);
       await launcherExited;
       await rm(sandbox.dirs.base, { recursive: true, force: true });
       this.logger.log(`sandbox ${sandbox.id} ${final.status}: ${'exitReason' in final ? final.exitReason : ''}`);

@@ -69,6 +69,12 @@ export function egressFilterArguments(rules: EgressRule[], defaultVerdict: 'allo
   return [...rules.flatMap((rule) => [rule.verdict, rule.cidr, rule.protocol, String(rule.port)]), 'default', defaultVerdict];
 }
 
+/** What tells HTTP clients (curl, apt, npm, pip, git, Node) to use the egress proxy; the host's gateway is reached directly. */
+export function proxyEnvironment(proxyUrl: string): Record<string, string> {
+  const direct = `localhost,127.0.0.1,::1,${HOST_ADDRESS_IN_SANDBOX}`;
+  return { HTTP_PROXY: proxyUrl, HTTPS_PROXY: proxyUrl, http_proxy: proxyUrl, https_proxy: proxyUrl, NO_PROXY: direct, no_proxy: direct };
+}
+
 /** The host's own interface addresses (IPv6 zone ids dropped). */
 export function ownHostAddresses(): string[] {
   return Object.values(networkInterfaces())
