@@ -132,6 +132,8 @@ describe('ModelGatewayHandler (real upstream server, real PGlite database)', () 
       { method: 'POST', path: '/v1/complete' },
       { method: 'GET', path: '/v1/models' },
       { method: 'POST', path: '/v1/messages/batches' },
+      { method: 'POST', path: '/v1/messages/count_tokens' },
+      { method: 'POST', path: '/v1/messages/' },
       { method: 'POST', path: '/v1/messages/../files' },
       { method: 'GET', path: '/api/health' },
       { method: 'POST', path: '/' },
@@ -195,10 +197,10 @@ describe('ModelGatewayHandler (real upstream server, real PGlite database)', () 
     await startGateway({ ANTHROPIC_BASE_URL: upstream.url, ANTHROPIC_AUTH_TOKEN: 'operator-oauth-token' });
     const { token } = await activeRunToken();
 
-    const answer = await send(gatewayUrl, { path: '/v1/messages/count_tokens', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+    const answer = await send(gatewayUrl, { path: '/v1/messages', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
 
     expect(answer.status).toBe(200);
-    expect(upstream.received[0].url).toBe('/v1/messages/count_tokens');
+    expect(upstream.received[0].url).toBe('/v1/messages');
     expect(upstream.received[0].headers.authorization).toBe('Bearer operator-oauth-token');
     expect(upstream.received[0].headers['x-api-key']).toBeUndefined();
   });

@@ -6,9 +6,11 @@ import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { ModelUpstream, modelUpstreamOf } from './model-upstream';
 import { UsageMeter } from './usage-meter';
 
-/** Exactly what the Claude Code CLI requests in print mode (checked against the fake model). */
-const FORWARDED_PATHS = new Set(['/v1/messages', '/v1/messages/count_tokens']);
-const METERED_PATH = '/v1/messages';
+/**
+ * Exactly what the Claude Code CLI requests in print mode: observed against the fake model
+ * (test/model-gateway.e2e-spec.ts), it sends only POST /v1/messages (with `?beta=true`).
+ */
+const FORWARDED_PATH = '/v1/messages';
 
 /** Never forwarded upstream: hop-by-hop, proxy and client identity headers, and the run's own credential. */
 const DROPPED_REQUEST_HEADERS = new Set([
@@ -54,8 +56,9 @@ export class ModelGatewayHandler implements OnApplicationShutdown {
 
   private async serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const [pathname, query] = splitUrl(request.url ?? '/');
-    if (request.method !== 'POST' || !FORWARDED_PATHS.has(pathname)) {
+    if (request.method !== 'POST' || pathname !== FORWARDED_PATH) {
       request.resume();
+      this.logger.debug({ method: request.method, path: pathname }, 'model gateway path not served');
       return sendError(response, 404, 'not_found_error', 'Not found');
     }
     const token = runTokenOf(request.headers);
@@ -88,7 +91,7 @@ export class ModelGatewayHandler implements OnApplicationShutdown {
       incoming.once('close', () => {
         if (!incoming.complete) response.destroy();
         this.logger.debug({ run_id: runId, path: pathname, status: incoming.statusCode, duration_ms: Date.now() - startedAt }, 'model request forwarded');
-        if (pathname === METERED_PATH) void this.record(runId, meter);
+        void this.record(runId, meter);
       });
     });
     outgoing.on('error', (error: Error) => {
