@@ -9,6 +9,7 @@ import { Logger } from 'nestjs-pino';
 import { AppModule, AppModuleOptions } from './app.module';
 import { jsonBodyReviver } from './common/json-body-guards';
 import { ensurePrivateDataDir, useOwnerOnlyUmask } from './common/private-files';
+import { ModelGatewayHandler } from './modules/model-gateway/model-gateway.handler';
 
 /** Builds the fully configured application; main.ts and the e2e tests share it. */
 export async function createApp(options: AppModuleOptions): Promise<NestExpressApplication> {
@@ -16,6 +17,9 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
   secureDataDirBeforeTheDatabaseOpens(options.config.dataDir);
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(options), { bufferLogs: true, bodyParser: false });
   app.useLogger(app.get(Logger));
+  // Modal sandboxes reach the gateway at MODEL_GATEWAY_PUBLIC_URL (= this service + /model-gateway):
+  // mounted first, so the request body streams upstream untouched by body parsers, and no API route answers there.
+  app.use('/model-gateway', app.get(ModelGatewayHandler).handle);
   // File uploads stream their raw body to the volume, whatever content type the client sends.
   app.useBodyParser('json', {
     limit: options.config.http.bodyLimit,

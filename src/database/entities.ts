@@ -2,8 +2,9 @@ import { ApiToken } from '../modules/auth/api-token.entity';
 import { Account } from '../modules/users/account.entity';
 import { Run } from '../modules/runs/run.entity';
 import { RunEvent } from '../modules/runs/run-event.entity';
+import { ModelGatewayToken } from '../modules/model-gateway/model-gateway-token.entity';
 import { Sandbox } from '../modules/sandboxes/sandbox.entity';
 import { User } from '../modules/users/user.entity';
 
 /** Every persisted entity; the migration CLI and the app share this list. */
-export const ENTITIES = [Account, User, ApiToken, Sandbox, Run, RunEvent];
+export const ENTITIES = [Account, User, ApiToken, Sandbox, Run, RunEvent, ModelGatewayToken];

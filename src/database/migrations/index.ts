@@ -1,6 +1,7 @@
 import { Foundation1795362004383 } from './1795362004383-Foundation';
 import { Sandboxes1795363254788 } from './1795363254788-Sandboxes';
 import { Runs1795363394458 } from './1795363394458-Runs';
+import { ModelGateway1796190406343 } from './1796190406343-ModelGateway';
 
 /** Migrations in the order they run; each is generated with `npm run migration:generate` and reviewed. */
-export const MIGRATIONS: Function[] = [Foundation1795362004383, Sandboxes1795363254788, Runs1795363394458];
+export const MIGRATIONS: Function[] = [Foundation1795362004383, Sandboxes1795363254788, Runs1795363394458, ModelGateway1796190406343];

@@ -118,5 +118,26 @@ describe('ClaudeCliProvider', () => {
       });
       expect(secretEnv).toEqual(credentials);
     });
+
+    it('gives the process only the gateway URL and the run token when it goes through the model gateway', () => {
+      const credentials = { ANTHROPIC_API_KEY: 'sk-ant-secret', ANTHROPIC_AUTH_TOKEN: 'oauth-secret', ANTHROPIC_BASE_URL: 'http://upstream.test' };
+
+      const { env, secretEnv } = providerWith(credentials).buildInvocation({ ...base, modelGateway: { url: 'http://127.0.0.1:4100', token: 'mgw_run' } });
+
+      expect(secretEnv).toEqual({ ANTHROPIC_BASE_URL: 'http://127.0.0.1:4100', ANTHROPIC_API_KEY: 'mgw_run' });
+      expect(JSON.stringify(env)).not.toMatch(/sk-ant-secret|oauth-secret|upstream\.test/);
+    });
+  });
+
+  describe('supportsModelGateway', () => {
+    it.each([
+      [{ ANTHROPIC_API_KEY: 'k' }, true],
+      [{ ANTHROPIC_AUTH_TOKEN: 't' }, true],
+      [{ CLAUDE_CODE_USE_BEDROCK: '1', AWS_REGION: 'us-east-1', AWS_BEARER_TOKEN_BEDROCK: 'b', ANTHROPIC_API_KEY: 'k' }, false],
+      [{ CLAUDE_CODE_USE_VERTEX: '1', CLOUD_ML_REGION: 'us-east5', ANTHROPIC_VERTEX_PROJECT_ID: 'p' }, false],
+      [{}, false],
+    ])('%j → %s', (credentials, expected) => {
+      expect(providerWith(credentials as Record<string, string>).supportsModelGateway()).toBe(expected);
+    });
   });
 });

@@ -18,6 +18,11 @@ export interface ClaudeInvocationOptions {
   runsAsRoot: boolean;
   /** Claude's state directory (settings, conversation transcripts); on the sandbox's volume. */
   configDir: string;
+  /**
+   * The model gateway and the run's token: the process then gets only these, never the
+   * operator's credentials. Without it, the configured credentials are injected as they are.
+   */
+  modelGateway?: { url: string; token: string };
 }
 
 /** A process to start inside a sandbox: argv (no shell) plus plain and secret environment. */
@@ -35,6 +40,11 @@ export abstract class ClaudeProvider {
   /** Tells an operator which variables to set; contains no values. */
   abstract missingCredentialsMessage(): string;
   abstract buildInvocation(options: ClaudeInvocationOptions): ClaudeInvocation;
+  /**
+   * Whether the configured credentials can be used through the model gateway (an Anthropic API key
+   * or token); Bedrock and Vertex credentials are still injected into the Claude process.
+   */
+  abstract supportsModelGateway(): boolean;
 }
 
 const MISSING_CREDENTIALS_MESSAGE =
@@ -82,8 +92,14 @@ export class ClaudeCliProvider extends ClaudeProvider {
     return {
       argv: ['claude', '-p', '--output-format=stream-json', '--verbose', ...this.optionFlags(options, skipPermissions), '--', options.prompt],
       env,
-      secretEnv: { ...this.config.claude.credentials },
+      secretEnv: options.modelGateway ? gatewayEnv(options.modelGateway) : { ...this.config.claude.credentials },
     };
+  }
+
+  supportsModelGateway(): boolean {
+    const credentials = this.config.claude.credentials;
+    const cloud = isEnabled(credentials.CLAUDE_CODE_USE_BEDROCK) || isEnabled(credentials.CLAUDE_CODE_USE_VERTEX);
+    return !cloud && Boolean(credentials.ANTHROPIC_API_KEY || credentials.ANTHROPIC_AUTH_TOKEN);
   }
 
   private optionFlags(options: ClaudeInvocationOptions, skipPermissions: boolean): string[] {
@@ -99,6 +115,11 @@ export class ClaudeCliProvider extends ClaudeProvider {
     if (options.resumeSessionId) flags.push(`--resume=${options.resumeSessionId}`);
     return flags;
   }
+}
+
+/** The CLI sends ANTHROPIC_API_KEY as `x-api-key` to ANTHROPIC_BASE_URL: the gateway takes the run token there. */
+function gatewayEnv(gateway: { url: string; token: string }): Record<string, string> {
+  return { ANTHROPIC_BASE_URL: gateway.url, ANTHROPIC_API_KEY: gateway.token };
 }
 
 function isEnabled(flag: string | undefined): boolean {

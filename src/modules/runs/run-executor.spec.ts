@@ -6,6 +6,7 @@ import { AppConfig } from '../../config/app-config';
 import { ClaudeInvocation, ClaudeProvider } from '../../integrations/claude/claude.provider';
 import { ExecExit, SandboxProcess, SandboxProvider } from '../../integrations/sandbox/sandbox-provider';
 import { SandboxGoneError } from '../../integrations/sandbox/sandbox-provider.errors';
+import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
 import { RunExecutor } from './run-executor';
@@ -47,6 +48,8 @@ class FakeClaudeProcess implements SandboxProcess {
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 const TARGET = { providerSandboxId: 'prov-1', workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' };
 const INVOCATION: ClaudeInvocation = { argv: ['claude', '-p', '--', 'fix the tests'], env: { CLAUDE_CONFIG_DIR: '/mnt/workspace/.claude-state' }, secretEnv: { ANTHROPIC_API_KEY: 'sk-ant-secret' } };
+const GATEWAY_URL = 'http://127.0.0.1:4100';
+const RUN_TOKEN = 'mgw_run-token';
 const SUCCESS = { type: 'result', subtype: 'success', is_error: false, result: 'All tests pass', session_id: 'sess-9', total_cost_usd: 0.0123, usage: { input_tokens: 10, output_tokens: 20 }, num_turns: 2 };
 
 function newRun(options: Partial<RunOptions> = {}): Run {
@@ -90,6 +93,9 @@ describe('RunExecutor', () => {
   let log: RunEventLog;
   let executor: RunExecutor;
   let claudeProcess: FakeClaudeProcess;
+  let gatewayTokens: jest.Mocked<ModelGatewayTokens>;
+  /** For each revoke() call: whether the run's done event had already been stored. */
+  let revokedAfterDone: boolean[];
 
   beforeEach(() => {
     for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
@@ -106,12 +112,18 @@ describe('RunExecutor', () => {
     log = new RunEventLog(eventRepository);
     runs = strictMock<Repository<Run>>('runs', ['update']);
     runs.update.mockResolvedValue({ affected: 1 } as never);
-    claude = strictMock<ClaudeProvider>('claude', ['isConfigured', 'missingCredentialsMessage', 'buildInvocation']);
+    claude = strictMock<ClaudeProvider>('claude', ['isConfigured', 'missingCredentialsMessage', 'buildInvocation', 'supportsModelGateway']);
     claude.buildInvocation.mockReturnValue(INVOCATION);
-    provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'isConfigured']);
+    claude.supportsModelGateway.mockReturnValue(true);
+    provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'isConfigured', 'modelGatewayUrl']);
+    provider.modelGatewayUrl.mockReturnValue(GATEWAY_URL);
     claudeProcess = new FakeClaudeProcess();
     provider.exec.mockResolvedValue(claudeProcess);
-    executor = new RunExecutor(runs, log, claude, provider, AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' }));
+    revokedAfterDone = [];
+    gatewayTokens = strictMock<ModelGatewayTokens>('gatewayTokens', ['issue', 'revoke']);
+    gatewayTokens.issue.mockResolvedValue(RUN_TOKEN);
+    gatewayTokens.revoke.mockImplementation(async () => void revokedAfterDone.push(eventRows.some((row) => row.type === 'done')));
+    executor = new RunExecutor(runs, log, claude, provider, AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' }), gatewayTokens);
   });
   afterEach(() => {
     jest.useRealTimers();
@@ -130,6 +142,73 @@ describe('RunExecutor', () => {
   }
 
   const typesOf = (events: StoredEvent[]) => events.map((event) => event.type);
+
+  /** The run's gateway token was revoked before anyone could see the run as ended. */
+  function expectTokenRevokedBeforeDone(): void {
+    expect(gatewayTokens.revoke).toHaveBeenCalledWith('run-1');
+    expect(revokedAfterDone[0]).toBe(false);
+  }
+
+  describe('model gateway', () => {
+    it('issues a run token and hands Claude the gateway URL and that token instead of the credentials', async () => {
+      const events = start(newRun());
+      await settle();
+      claudeProcess.print(SUCCESS);
+      claudeProcess.exit(0);
+      await events;
+
+      expect(gatewayTokens.issue).toHaveBeenCalledWith('run-1');
+      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: { url: GATEWAY_URL, token: RUN_TOKEN } }));
+      expectTokenRevokedBeforeDone();
+    });
+
+    it('injects the credentials as before when the engine has no gateway URL (Modal without MODEL_GATEWAY_PUBLIC_URL)', async () => {
+      provider.modelGatewayUrl.mockReturnValue(null);
+      const events = start(newRun());
+      await settle();
+      claudeProcess.print(SUCCESS);
+      claudeProcess.exit(0);
+      await events;
+
+      expect(gatewayTokens.issue).not.toHaveBeenCalled();
+      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: undefined }));
+    });
+
+    it('injects the credentials as before for Bedrock or Vertex', async () => {
+      claude.supportsModelGateway.mockReturnValue(false);
+      const events = start(newRun());
+      await settle();
+      claudeProcess.print(SUCCESS);
+      claudeProcess.exit(0);
+      await events;
+
+      expect(gatewayTokens.issue).not.toHaveBeenCalled();
+      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: undefined }));
+    });
+
+    it.each([
+      ['the engine has no gateway URL', () => provider.modelGatewayUrl.mockReturnValue(null), /can read them.*MODEL_GATEWAY_PUBLIC_URL/],
+      ['the credentials are Bedrock or Vertex', () => claude.supportsModelGateway.mockReturnValue(false), /can read them.*Bedrock and Vertex/],
+    ])('warns once at start-up that any process in a sandbox can read the credentials when %s', (_case, arrange, message) => {
+      const warn = jest.spyOn(Logger.prototype, 'warn');
+      claude.isConfigured.mockReturnValue(true);
+      arrange();
+
+      executor.onApplicationBootstrap();
+
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0][1])).toMatch(message);
+    });
+
+    it('does not warn when runs go through the gateway', () => {
+      const warn = jest.spyOn(Logger.prototype, 'warn');
+      claude.isConfigured.mockReturnValue(true);
+
+      executor.onApplicationBootstrap();
+
+      expect(warn).not.toHaveBeenCalled();
+    });
+  });
 
   it('runs Claude in the sandbox workdir, with its state on the volume and credentials only in its secret environment', async () => {
     const run = newRun({ resumed_session_id: 'sess-1', model: 'claude-sonnet-4-5' });
@@ -220,6 +299,7 @@ describe('RunExecutor', () => {
     const all = await events;
 
     expect(storedRun()).toMatchObject({ status: 'failed', exitCode: 1, error: expect.stringContaining('Invalid API key') });
+    expectTokenRevokedBeforeDone();
     expect(all.slice(-2)).toEqual([
       expect.objectContaining({ type: 'error', data: { message: expect.stringContaining('Invalid API key') } }),
       expect.objectContaining({ type: 'done', data: expect.objectContaining({ status: 'failed', exit_code: 1 }) }),
@@ -257,6 +337,7 @@ describe('RunExecutor', () => {
       expect(claudeProcess.kill).toHaveBeenCalled();
       expect(storedRun()).toMatchObject({ status: 'timed_out', error: expect.stringContaining('no output for too long') });
       expect(typesOf(all).slice(-1)).toEqual(['done']);
+      expectTokenRevokedBeforeDone();
     });
 
     it('kills a run that keeps talking past its time limit', async () => {
@@ -287,6 +368,7 @@ describe('RunExecutor', () => {
 
       expect(claudeProcess.kill).toHaveBeenCalled();
       expect(storedRun()).toMatchObject({ status: 'cancelled', error: null });
+      expectTokenRevokedBeforeDone();
       expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'cancelled' } });
       expect(await executor.cancel('run-1')).toBe(false);
     });
@@ -319,6 +401,7 @@ describe('RunExecutor', () => {
     const all = await events;
 
     expect(storedRun()).toMatchObject({ status: 'interrupted', error: expect.stringContaining('service stopped') });
+    expectTokenRevokedBeforeDone();
     expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'interrupted' } });
   });
 
@@ -329,5 +412,6 @@ describe('RunExecutor', () => {
 
     expect(storedRun()).toMatchObject({ status: 'failed', error: expect.stringContaining('prov-1 is no longer running') });
     expect(typesOf(all)).toEqual(['error', 'done']);
+    expectTokenRevokedBeforeDone();
   });
 });

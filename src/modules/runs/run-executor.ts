@@ -1,10 +1,11 @@
-import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { ClaudeProvider } from '../../integrations/claude/claude.provider';
 import { ParsedLine, StreamJsonReader } from '../../integrations/claude/stream-json-reader';
 import { SandboxProcess, SandboxProvider } from '../../integrations/sandbox/sandbox-provider';
+import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { RunEventType } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { Run, RunStatus } from './run.entity';
@@ -32,7 +33,7 @@ interface ResultSummary {
 
 /** Runs the Claude CLI for a run inside its sandbox and turns its output into run events. */
 @Injectable()
-export class RunExecutor implements OnModuleDestroy {
+export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RunExecutor.name);
   private readonly active = new Map<string, ActiveRun>();
 
@@ -42,7 +43,19 @@ export class RunExecutor implements OnModuleDestroy {
     private readonly claude: ClaudeProvider,
     private readonly provider: SandboxProvider,
     private readonly config: AppConfig,
+    private readonly gatewayTokens: ModelGatewayTokens,
   ) {}
+
+  /** Says once, at start-up, when runs cannot go through the model gateway and what that exposes. */
+  onApplicationBootstrap(): void {
+    const reason = this.claude.isConfigured() ? this.gatewayUnavailableReason() : null;
+    if (reason) {
+      this.logger.warn(
+        { reason },
+        `Model credentials are injected into the Claude process of each run: any process in a sandbox can read them (${reason})`,
+      );
+    }
+  }
 
   /** Starts the run in the background; client disconnects never stop it, only cancel() does. */
   start(run: Run, target: { providerSandboxId: string; workdir: string; volumeMountPath: string }): void {
@@ -54,7 +67,10 @@ export class RunExecutor implements OnModuleDestroy {
         this.logger.error({ run_id: run.id, err: error }, 'run failed unexpectedly');
         await this.finish(run, 'failed', { error: error.message });
       })
-      .finally(() => this.active.delete(run.id));
+      .finally(() => {
+        this.active.delete(run.id);
+        return this.revokeGatewayToken(run.id);
+      });
   }
 
   /** Kills the Claude process of an active run; resolves once the run is recorded as ended. */
@@ -73,6 +89,7 @@ export class RunExecutor implements OnModuleDestroy {
   }
 
   private async execute(run: Run, target: { providerSandboxId: string; workdir: string; volumeMountPath: string }, entry: ActiveRun): Promise<void> {
+    const modelGateway = await this.modelGatewayFor(run);
     const invocation = this.claude.buildInvocation({
       prompt: run.prompt,
       resumeSessionId: run.options.resumed_session_id ?? undefined,
@@ -84,10 +101,11 @@ export class RunExecutor implements OnModuleDestroy {
       includePartialMessages: run.options.include_partial_messages,
       runsAsRoot: true,
       configDir: `${target.volumeMountPath}/${CLAUDE_STATE_DIR}`,
+      modelGateway,
     });
     Object.assign(run, { status: 'running' as RunStatus, startedAt: new Date() });
     await this.runs.update({ id: run.id }, { status: 'running', startedAt: run.startedAt });
-    this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, resumed_session_id: run.options.resumed_session_id }, 'run started');
+    this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, resumed_session_id: run.options.resumed_session_id, model_gateway: Boolean(modelGateway) }, 'run started');
 
     const process = await this.provider.exec(target.providerSandboxId, { argv: invocation.argv, env: invocation.env, secretEnv: invocation.secretEnv, workdir: target.workdir });
     entry.process = process;
@@ -114,6 +132,28 @@ export class RunExecutor implements OnModuleDestroy {
       result,
       error: this.errorOf(entry, result, stderrTail),
     });
+  }
+
+  /** The gateway URL and a fresh run token, or undefined when the credentials must be injected as before. */
+  private async modelGatewayFor(run: Run): Promise<{ url: string; token: string } | undefined> {
+    const url = this.provider.modelGatewayUrl();
+    if (url === null || !this.claude.supportsModelGateway()) return undefined;
+    return { url, token: await this.gatewayTokens.issue(run.id) };
+  }
+
+  private gatewayUnavailableReason(): string | null {
+    if (!this.claude.supportsModelGateway()) return 'Bedrock and Vertex credentials are not served through the model gateway yet';
+    if (this.provider.modelGatewayUrl() === null) return 'sandboxes of this engine cannot reach the model gateway; set MODEL_GATEWAY_PUBLIC_URL';
+    return null;
+  }
+
+  /** Idempotent; a failure is logged, never turned into a run failure. */
+  private async revokeGatewayToken(runId: string): Promise<void> {
+    try {
+      await this.gatewayTokens.revoke(runId);
+    } catch (error) {
+      this.logger.error({ run_id: runId, err: error }, 'could not revoke the run token of the model gateway');
+    }
   }
 
   private outcome(entry: ActiveRun, result: ResultSummary | undefined): RunStatus {
@@ -172,6 +212,8 @@ export class RunExecutor implements OnModuleDestroy {
   }
 
   private async finish(run: Run, status: RunStatus, outcome: { exitCode?: number; result?: ResultSummary; error?: string | null }): Promise<void> {
+    // Before `done` is visible: whoever sees the run ended can rely on its token being dead.
+    await this.revokeGatewayToken(run.id);
     const { result } = outcome;
     Object.assign(run, {
       status,

@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
+import type { ModelUsage } from '../model-gateway/model-gateway-tokens.service';
 import { RUN_STATUSES, Run, type RunStatus } from './run.entity';
 
 const TOOL_PATTERN = /^[A-Za-z0-9_*:()./ -]{1,200}$/;
@@ -47,6 +48,15 @@ export class RunCreatedResponse {
   @ApiProperty({ enum: RUN_STATUSES }) status: RunStatus;
 }
 
+/** What the model gateway counted for a run, as it passed the model's responses through. */
+export class ModelUsageResponse implements ModelUsage {
+  @ApiProperty({ example: 3, description: 'Messages API requests the run made through the model gateway' }) requests: number;
+  @ApiProperty({ example: 5210 }) input_tokens: number;
+  @ApiProperty({ example: 842 }) output_tokens: number;
+  @ApiProperty({ example: 1200 }) cache_creation_input_tokens: number;
+  @ApiProperty({ example: 30400 }) cache_read_input_tokens: number;
+}
+
 export class RunResponse {
   @ApiProperty({ format: 'uuid' }) run_id: string;
   @ApiProperty({ format: 'uuid' }) sandbox_id: string;
@@ -59,12 +69,18 @@ export class RunResponse {
   @ApiProperty({ nullable: true, type: Number }) total_cost_usd: number | null;
   @ApiProperty({ nullable: true, type: 'object', additionalProperties: true }) usage: Record<string, unknown> | null;
   @ApiProperty({ nullable: true, type: Number }) num_turns: number | null;
+  @ApiProperty({
+    nullable: true,
+    type: ModelUsageResponse,
+    description: 'Token usage recorded by the model gateway while the run was active (live while it runs); null when the run did not go through the gateway',
+  })
+  model_usage: ModelUsageResponse | null;
   @ApiProperty({ nullable: true, type: String }) error: string | null;
   @ApiProperty() created_at: string;
   @ApiProperty({ nullable: true, type: String }) started_at: string | null;
   @ApiProperty({ nullable: true, type: String }) finished_at: string | null;
 
-  static from(run: Run): RunResponse {
+  static from(run: Run, modelUsage: ModelUsage | null = null): RunResponse {
     return {
       run_id: run.id,
       sandbox_id: run.sandboxId,
@@ -77,6 +93,7 @@ export class RunResponse {
       total_cost_usd: run.totalCostUsd,
       usage: run.usage,
       num_turns: run.numTurns,
+      model_usage: modelUsage,
       error: run.error,
       created_at: run.createdAt.toISOString(),
       started_at: run.startedAt?.toISOString() ?? null,

@@ -40,14 +40,17 @@ export class RunsController {
   @ApiOperation({ operationId: 'listRuns', summary: 'Run history of the sandbox, newest first' })
   @ApiEnvelope(RunResponse, { isArray: true })
   async list(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string): Promise<RunResponse[]> {
-    return (await this.runs.list(user.accountId, sandboxId)).map(RunResponse.from);
+    const runs = await this.runs.list(user.accountId, sandboxId);
+    const usage = await this.runs.modelUsageOf(runs.map((run) => run.id));
+    return runs.map((run) => RunResponse.from(run, usage.get(run.id) ?? null));
   }
 
   @Get('runs/:run_id')
   @ApiOperation({ operationId: 'getRun', summary: 'One run with its outcome, cost and usage' })
   @ApiEnvelope(RunResponse)
   async get(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Param('run_id', new ParseUUIDPipe()) runId: string): Promise<RunResponse> {
-    return RunResponse.from(await this.runs.get(user.accountId, sandboxId, runId));
+    const run = await this.runs.get(user.accountId, sandboxId, runId);
+    return RunResponse.from(run, (await this.runs.modelUsageOf([run.id])).get(run.id) ?? null);
   }
 
   @Post('runs/:run_id/cancel')

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ClaudeCliProvider, ClaudeProvider } from '../../integrations/claude/claude.provider';
+import { ModelGatewayModule } from '../model-gateway/model-gateway.module';
 import { SandboxesModule } from '../sandboxes/sandboxes.module';
 import { Run } from './run.entity';
 import { RunEvent } from './run-event.entity';
@@ -10,7 +11,7 @@ import { RunsController } from './runs.controller';
 import { RunsService } from './runs.service';
 
 @Module({
-  imports: [TypeOrmModule.forFeature([Run, RunEvent]), SandboxesModule],
+  imports: [TypeOrmModule.forFeature([Run, RunEvent]), SandboxesModule, ModelGatewayModule],
   controllers: [RunsController],
   providers: [RunsService, RunExecutor, RunEventLog, { provide: ClaudeProvider, useClass: ClaudeCliProvider }],
 })

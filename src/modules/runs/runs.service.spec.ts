@@ -1,3 +1,4 @@
+import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { Logger } from '@nestjs/common';
 import { InsertResult, QueryFailedError, Repository } from 'typeorm';
 import { InvalidInputError } from '../../common/domain-error';
@@ -33,6 +34,7 @@ describe('RunsService', () => {
   let eventRepository: jest.Mocked<Repository<RunEvent>>;
   let claude: jest.Mocked<ClaudeProvider>;
   let service: RunsService;
+  let gatewayTokens: jest.Mocked<ModelGatewayTokens>;
 
   beforeEach(() => {
     for (const level of ['log', 'warn'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
@@ -42,7 +44,8 @@ describe('RunsService', () => {
     eventRepository = strictMock<Repository<RunEvent>>('runEvents', ['insert', 'find', 'findOne']);
     claude = strictMock<ClaudeProvider>('claude', ['isConfigured', 'missingCredentialsMessage', 'buildInvocation']);
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
-    service = new RunsService(runs, sandboxes, executor, new RunEventLog(eventRepository), claude, config);
+    gatewayTokens = strictMock<ModelGatewayTokens>('gatewayTokens', ['revokeEndedRuns', 'usageOf']);
+    service = new RunsService(runs, sandboxes, executor, new RunEventLog(eventRepository), claude, config, gatewayTokens);
   });
   afterEach(() => jest.restoreAllMocks());
 
@@ -157,6 +160,8 @@ describe('RunsService', () => {
         return {} as InsertResult;
       });
 
+      gatewayTokens.revokeEndedRuns.mockResolvedValue(undefined);
+
       await service.onApplicationBootstrap();
 
       for (const run of [queued, running]) {
@@ -167,6 +172,9 @@ describe('RunsService', () => {
         { runId: 'run-a', seq: 8, type: 'done', data: expect.objectContaining({ run_id: 'run-a', status: 'interrupted' }) },
         { runId: 'run-b', seq: 1, type: 'done', data: expect.objectContaining({ run_id: 'run-b', status: 'interrupted', session_id: 'sess-b' }) },
       ]);
+      // After the runs were recorded as interrupted, so that their tokens are among those revoked.
+      expect(gatewayTokens.revokeEndedRuns).toHaveBeenCalledTimes(1);
+      expect(gatewayTokens.revokeEndedRuns.mock.invocationCallOrder[0]).toBeGreaterThan(Math.max(...runs.save.mock.invocationCallOrder));
     });
   });
 

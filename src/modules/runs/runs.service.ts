@@ -9,6 +9,7 @@ import { CreateRunDto } from './run.dto';
 import { ACTIVE_RUN_STATUSES, Run } from './run.entity';
 import { RunEventLog } from './run-event-log';
 import { doneEventOf, RunExecutor } from './run-executor';
+import { ModelGatewayTokens, ModelUsage } from '../model-gateway/model-gateway-tokens.service';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
 
 const UNIQUE_VIOLATION = '23505';
@@ -24,6 +25,7 @@ export class RunsService implements OnApplicationBootstrap {
     private readonly events: RunEventLog,
     private readonly claude: ClaudeProvider,
     private readonly config: AppConfig,
+    private readonly gatewayTokens: ModelGatewayTokens,
   ) {}
 
   /** Runs that were active when the service stopped are interrupted; their streams end with done. */
@@ -37,6 +39,7 @@ export class RunsService implements OnApplicationBootstrap {
       await this.events.close(run.id);
       this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
     }
+    await this.gatewayTokens.revokeEndedRuns();
   }
 
   async start(accountId: string, userId: string, sandboxId: string, dto: CreateRunDto): Promise<Run> {
@@ -86,6 +89,11 @@ export class RunsService implements OnApplicationBootstrap {
     const run = await this.runs.findOneBy({ id: runId, sandboxId, accountId });
     if (!run) throw new RunNotFoundError();
     return run;
+  }
+
+  /** Token usage the model gateway recorded, for the runs that went through it. */
+  modelUsageOf(runIds: string[]): Promise<Map<string, ModelUsage>> {
+    return this.gatewayTokens.usageOf(runIds);
   }
 
   async cancel(accountId: string, sandboxId: string, runId: string): Promise<Run> {
