@@ -62,7 +62,8 @@ describe('Model gateway: the operator key stays in the service (real app, sandbo
     expect(environments).not.toContain(OPERATOR_KEY);
     const runToken = /^ANTHROPIC_API_KEY=(mgw_[A-Za-z0-9_-]{43})$/m.exec(environments)?.[1];
     expect(runToken).toBeDefined();
-    expect(environments).toMatch(new RegExp(`^ANTHROPIC_BASE_URL=http://127\\.0\\.0\\.1:${gatewayPort}$`, 'm'));
+    // The host's loopback as the sandbox's NAT shows it: the only host port its egress filter opens.
+    expect(environments).toMatch(new RegExp(`^ANTHROPIC_BASE_URL=http://10\\.0\\.2\\.2:${gatewayPort}$`, 'm'));
 
     // The same token works through the app's /model-gateway mount while the run is active, and only there.
     const viaApp = await gatewayCall(app.url, '/model-gateway/v1/messages', { 'x-api-key': runToken! }, { model: 'claude-sonnet-4-5', max_tokens: 16, stream: true, messages: [{ role: 'user', content: 'side question' }] });
@@ -119,9 +120,7 @@ describe('Model gateway: the operator key stays in the service (real app, sandbo
     expect((await gatewayCall(loopback, '/v1/messages', { authorization: `Bearer ${app.adminToken}` })).status).toBe(401);
   });
 
-  // Needs the engine work on another branch (each sandbox in its own network namespace, with the
-  // gateway reachable from it); until that is merged, a sandbox without network cannot reach it.
-  it('[fails until per-sandbox network namespaces are merged] completes a run in a sandbox created with network "none"', async () => {
+  it('completes a run in a sandbox created with network "none": the gateway is the one thing it reaches', async () => {
     const sandboxId = await createSandbox({ volume_name: 'offline', network: 'none' });
     fake.script([{ content: [{ type: 'text', text: 'Offline but answered.' }] }]);
     const runId = await startRun(sandboxId, { prompt: 'Answer without network', timeout_seconds: 40 });
