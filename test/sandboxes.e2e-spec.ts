@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CREATE_EXAMPLES } from '../src/modules/sandboxes/sandboxes.controller';
 import { api, call } from './support/http';
+import { TestPeerHost } from './support/network-peer';
 import { createMember, startTestApp, TestApp } from './support/test-app';
 
 describe('sandbox API on the local bubblewrap provider', () => {
@@ -77,22 +77,19 @@ describe('sandbox API on the local bubblewrap provider', () => {
     for (const text of [created.text, listed.text, fetched.text, app.logs.join('\n')]) expect(text.includes(SECRET_VALUE)).toBe(false);
   });
 
-  it('gives network "none" no network while "open" (answered as "internet") reaches a local server', async () => {
-    const server: Server = createServer((socket) => socket.end('pong\n'));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as { port: number }).port;
-    const probe = ['sh', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && cat <&3`];
+  it('gives network "none" nothing to reach while "open" (answered as "internet") reaches a host outside this machine', async () => {
+    const peer = await TestPeerHost.start();
+    const probe = ['bash', '-c', `exec 3<>/dev/tcp/${peer.address}/${peer.port} && cat <&3`];
     try {
       const open = await create({ network: 'open' });
       expect((await user.get(`/api/sandboxes/${open}`)).body.data.network).toBe('internet');
-      const openResult = await exec(open, ['bash', ...probe.slice(1)]);
-      expect(openResult.body.data).toMatchObject({ exit_code: 0, stdout: 'pong\n' });
+      expect((await exec(open, probe)).body.data).toMatchObject({ exit_code: 0, stdout: 'peer\n' });
       const closed = await create({ network: 'none' });
-      const closedResult = await exec(closed, ['bash', ...probe.slice(1)]);
+      const closedResult = await exec(closed, probe);
       expect(closedResult.body.data.exit_code).not.toBe(0);
       expect(closedResult.body.data.stdout).toBe('');
     } finally {
-      server.close();
+      await peer.stop();
     }
   });
 

@@ -1,5 +1,8 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export function listen(host: string, onConnection: (socket: Socket) => void): Promise<Server> {
   const server = createServer(onConnection);
@@ -39,24 +42,26 @@ export class TestPeerHost {
     readonly address: string,
     readonly otherAddress: string,
     readonly port: number,
+    private readonly slot: number,
   ) {}
 
   static async start(): Promise<TestPeerHost> {
-    const slot = (process.pid % 30) * 8; // one /29 per test process: parallel jest workers never collide
+    const slot = claimSlot() * 8; // one /29 per peer: parallel jest workers never share a subnet
     const [hostSide, address, otherAddress] = [slot + 1, slot + 2, slot + 3].map((last) => `198.51.100.${last}`);
-    const name = `mssp${process.pid}`;
+    const name = `mssp${process.pid}s${slot / 8}`;
     const [hostLink, peerLink] = [`${name}h`, `${name}p`];
     const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
     TestPeerHost.remove(name);
     try {
-      return await TestPeerHost.make(name, hostLink, peerLink, { hostSide, address, otherAddress });
+      return await TestPeerHost.make(name, hostLink, peerLink, { hostSide, address, otherAddress }, slot / 8);
     } catch (error) {
       TestPeerHost.remove(name);
+      releaseSlot(slot / 8);
       throw error;
     }
   }
 
-  private static async make(name: string, hostLink: string, peerLink: string, addresses: { hostSide: string; address: string; otherAddress: string }): Promise<TestPeerHost> {
+  private static async make(name: string, hostLink: string, peerLink: string, addresses: { hostSide: string; address: string; otherAddress: string }, slot: number): Promise<TestPeerHost> {
     const { hostSide, address, otherAddress } = addresses;
     const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
     run('netns', 'add', name);
@@ -73,19 +78,20 @@ export class TestPeerHost {
     ]) {
       run('netns', 'exec', name, 'ip', ...args);
     }
-    const port = 17000 + (process.pid % 1000);
+    const port = 17000 + slot;
     const script = `require('net').createServer((s) => s.end('peer\\n')).listen(${port}, '0.0.0.0', () => console.log('listening'))`;
     const server = spawn('ip', ['netns', 'exec', name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve, reject) => {
       server.stdout!.once('data', () => resolve());
       server.once('exit', (code) => reject(new Error(`the peer's server exited with ${code}`)));
     });
-    return new TestPeerHost(name, server, address, otherAddress, port);
+    return new TestPeerHost(name, server, address, otherAddress, port, slot);
   }
 
   async stop(): Promise<void> {
     this.server.kill('SIGKILL');
     TestPeerHost.remove(this.name);
+    releaseSlot(this.slot);
   }
 
   private static remove(name: string): void {
@@ -96,5 +102,42 @@ export class TestPeerHost {
         // not there
       }
     }
+  }
+}
+
+const SLOTS = 32;
+const slotDir = (slot: number) => join(tmpdir(), `mss-peer-slot-${slot}`);
+
+/** A free /29 among 32, claimed by renaming a directory holding our pid onto it (atomic); a claim whose process is gone is taken over. */
+function claimSlot(): number {
+  const claim = join(tmpdir(), `mss-peer-claim-${process.pid}`);
+  for (let slot = 0; slot < SLOTS; slot++) {
+    rmSync(claim, { recursive: true, force: true });
+    mkdirSync(claim);
+    writeFileSync(join(claim, 'pid'), String(process.pid));
+    try {
+      renameSync(claim, slotDir(slot));
+      return slot;
+    } catch {
+      if (!existsSync(join(slotDir(slot), 'pid'))) continue; // released meanwhile, or another claim mid-rename
+      const owner = Number(readFileSync(join(slotDir(slot), 'pid'), { encoding: 'utf8', flag: 'r' }).trim() || 0);
+      if (owner > 0 && isAlive(owner)) continue;
+      rmSync(slotDir(slot), { recursive: true, force: true });
+      slot--; // try the same slot again
+    }
+  }
+  throw new Error('no free test peer subnet');
+}
+
+function releaseSlot(slot: number): void {
+  rmSync(slotDir(slot), { recursive: true, force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
