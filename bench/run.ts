@@ -1,7 +1,7 @@
 /**
  * Runs every benchmark, one after the other, each in its own process, and prints the results as
  * markdown. `npm run bench` (build, then this), or after a build:
- *   node dist/bench/run.js [--quick] [--only=sandbox-http,local-provider,spawn-cost,claude-runs,snapshot]
+ *   node dist/bench/run.js [--quick] [--only=sandbox-http,local-provider,spawn-cost,claude-runs,model-gateway,snapshot]
  * HTTP-level benchmarks run once with PGlite (the default database) and once with PostgreSQL
  * (a throwaway database on 127.0.0.1:5432, as the e2e suite uses).
  */
@@ -26,6 +26,7 @@ const STEPS: Step[] = [
   { name: 'spawn-cost', title: 'Cost of spawning a child process by parent memory', script: 'spawn-cost.bench.js', args: quickFlag },
   { name: 'claude-runs', title: 'Claude runs, PGlite', script: 'claude-runs.bench.js', args: quickFlag },
   { name: 'claude-runs', title: 'Claude runs, PostgreSQL', script: 'claude-runs.bench.js', args: (quick) => [...quickFlag(quick), '--postgres'] },
+  { name: 'model-gateway', title: 'Model gateway, PGlite', script: 'model-gateway.bench.js', args: quickFlag },
   { name: 'snapshot', title: 'Snapshots', script: 'snapshot.bench.js', args: quickFlag },
 ];
 
