@@ -73,6 +73,7 @@ interface PreparedSandbox {
   cgroups: SandboxCgroups;
   /** The cgroups of the sandbox's NAT, which carry its egress filter. */
   natCgroups: SandboxCgroups;
+  network: SandboxNetworkStack;
   launcher: SandboxLauncher;
   spare: Promise<LocalSandboxProcess>;
 }
@@ -237,12 +238,11 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   /**
-   * Starts the sandbox's NAT with the egress filter of its policy, before anything runs inside; for
-   * an allowlist with domains, first the sandbox's own port of the egress proxy, which its
+   * Gives the sandbox's NAT the egress filter of its policy, before anything runs inside; for an
+   * allowlist with domains, first opens the sandbox's own port of the egress proxy, which its
    * processes are told to use.
    */
-  private async startNetwork(sandbox: LocalSandbox, spec: SandboxSpec): Promise<SandboxNetworkStack> {
-    const tools = this.located.tools as HostTools;
+  private async applyNetworkPolicy(sandbox: LocalSandbox, spec: SandboxSpec): Promise<void> {
     const { mode, allowedDomains } = spec.network;
     const proxyPort = mode === 'allowlist' && allowedDomains.length > 0 ? await this.egressProxy.open(sandbox.id, { allowedDomains }) : undefined;
     if (proxyPort !== undefined) {
@@ -255,16 +255,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       resolvers: await hostResolvers(),
       hostAddresses: ownHostAddresses(),
     });
-    return SandboxNetworkStack.start({
-      spawner: this.spawner,
-      sh: tools.sh,
-      slirp4netns: tools.slirp4netns,
-      egressFilter: this.helper!.egressFilter,
-      cgroups: sandbox.natCgroups,
-      initPid: sandbox.initPid,
-      rules,
-      defaultVerdict,
-    });
+    await sandbox.network!.applyPolicy(rules, defaultVerdict);
   }
 
   volume(accountId: string, volumeName: string): VolumeAccess {
@@ -282,12 +273,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
     const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
     const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
-    const { id, dirs, cgroups, natCgroups, launcher, spare } = prepared;
-    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
+    const { id, dirs, cgroups, natCgroups, network, launcher, spare } = prepared;
+    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, network, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
+      await this.applyNetworkPolicy(sandbox, spec);
       sandbox.initPid = await launcher.start({ volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
       this.sandboxes.set(id, sandbox);
-      sandbox.network = await this.startNetwork(sandbox, spec);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
       this.armLifetime(sandbox, expiresAt);
@@ -457,7 +448,15 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       const natCgroups = await SandboxCgroups.create(natCgroupName(id), NAT_LIMITS);
       const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, makeWritableLayer, fstab: dirs.fstab });
       launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
-      return { id, dirs, overlays, cgroups, natCgroups, launcher, spare: this.spawnProcess(cgroups) };
+      const network = await SandboxNetworkStack.prepare({
+        spawner: this.spawner,
+        sh: tools.sh,
+        slirp4netns: tools.slirp4netns,
+        egressFilter: this.helper!.egressFilter,
+        cgroups: natCgroups,
+        netnsPid: launcher.process.pid,
+      });
+      return { id, dirs, overlays, cgroups, natCgroups, network, launcher, spare: this.spawnProcess(cgroups) };
     } catch (error) {
       launcher?.kill();
       await this.removeLeftovers(id);

@@ -112,12 +112,14 @@ export function idMapLine(ids: IdRange): string {
 }
 
 /**
- * The launcher's script. In new mount and pid namespaces still owned by the host (nothing reaches
- * the host's mount table) the launcher joins the sandbox's cgroups, mounts the host-owned layers
- * idmapped and the overlays on them, waits for its parameters, then becomes bwrap, which puts the
- * sandbox in user, pid, cgroup, ipc, uts and net namespaces owned by a user
- * namespace that maps the sandbox's ids into `ids`: the overlays are locked there, and the
- * sandbox's root is an unprivileged host uid with Docker's capabilities inside its namespaces only.
+ * The launcher's script. In new mount, pid and network namespaces still owned by the host (nothing
+ * reaches the host's mount table; the sandbox has no capability over its network, which its NAT
+ * sets up from outside) the launcher joins the sandbox's cgroups, mounts the host-owned layers
+ * idmapped and the overlays on them, lets unprivileged processes bind ports below 1024 (as root in
+ * a container may), waits for its parameters, then becomes bwrap, which puts the sandbox in user,
+ * pid, cgroup, ipc and uts namespaces owned by a user namespace that maps the sandbox's ids into
+ * `ids`: the overlays are locked there, and the sandbox's root is an unprivileged host uid with
+ * Docker's capabilities inside its namespaces only.
  */
 function launchScript(options: LaunchOptions): string {
   const { tools, helper, ids, idmappedLayers } = options;
@@ -125,7 +127,7 @@ function launchScript(options: LaunchOptions): string {
   // idmapped layers, then STAGE (STAGED_ROOT, STAGED_VOLUME, STAGED_INIT) and a /proc of this pid namespace
   const stage = [helper.binary, 'stage', String(ids.base), String(ids.count), helper.binary, ...idmappedLayers.flatMap((layer) => [layer.source, layer.target])];
   return [
-    `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${options.makeWritableLayer.map(shellQuote).join(' ')} && ${mount} -a -T "$1" || exit 125`,
+    `${joinProcs(options.procsFiles)}${stage.map(shellQuote).join(' ')} && ${options.makeWritableLayer.map(shellQuote).join(' ')} && ${mount} -a -T "$1" && echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start || exit 125`,
     'bwrap=$2 && shift 2',
     'IFS= read -r kind && IFS= read -r volume && IFS= read -r image && IFS= read -r target || exit 125',
     `if [ "$kind" = loop ]; then IFS= read -r backing < "/sys/block/\${volume#/dev/}/loop/backing_file" && [ "$backing" = "$image" ] && ${mount} -o ${VOLUME_FILESYSTEM_OPTIONS} "$volume" ${STAGED_VOLUME}; ` +
@@ -143,6 +145,7 @@ export function launchArgv(options: LaunchOptions): string[] {
     '--propagation',
     'private',
     '--pid',
+    '--net',
     '--fork',
     '--kill-child=SIGKILL',
     tools.sh,
@@ -179,7 +182,6 @@ function bwrapArguments(): string[] {
     '--unshare-cgroup',
     '--unshare-ipc',
     '--unshare-uts',
-    '--unshare-net',
     '--hostname',
     SANDBOX_HOSTNAME,
     '--die-with-parent',

@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { networkInterfaces } from 'node:os';
-import type { Socket } from 'node:net';
 import type { SandboxNetwork } from '../sandbox-provider';
 import { ProviderFailureError } from '../sandbox-provider.errors';
 import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS, IPV4_EMBEDDING_IPV6_CIDRS } from './egress-rules';
@@ -20,6 +20,8 @@ const MTU = 65520;
 const READY_FD = 3;
 const EXIT_FD = 4;
 const START_TIMEOUT_MS = 10_000;
+const ATTACHED_LINE = 'egress-filter-attached';
+const NAMESPACE_POLL_MS = 2;
 const ERROR_TAIL_CHARS = 2000;
 
 /** One rule of the egress filter (native/egress-filter.c): the first that matches decides. */
@@ -91,73 +93,109 @@ export async function hostResolvers(file = '/etc/resolv.conf'): Promise<string[]
 
 /**
  * The host side of a sandbox's network: its user-mode NAT (slirp4netns), which gives the sandbox's
- * own network namespace a tap device and opens the host-side sockets for its traffic, in a cgroup
- * of its own whose egress filter (eBPF, attached before the NAT starts) decides every connection.
- * The NAT runs outside all of the sandbox's namespaces: the sandbox cannot signal, trace or
- * reconfigure it, and it has no CAP_NET_ADMIN to change its own routes.
+ * network namespace a tap device and opens the host-side sockets for its traffic, in a cgroup of
+ * its own whose egress filter (eBPF) decides every connection. The NAT runs outside all of the
+ * sandbox's namespaces: the sandbox cannot signal, trace or reconfigure it. It is prepared with the
+ * launcher (the namespace exists before the sandbox does) and gets its filter when the sandbox
+ * starts: nothing runs in the namespace before that.
  */
 export class SandboxNetworkStack {
-  private constructor(private readonly process: SpawnedProcess) {}
+  private errors = '';
+  private output = '';
 
-  static async start(options: {
-    spawner: SandboxSpawner;
-    sh: string;
-    slirp4netns: string;
-    egressFilter: string;
-    /** The NAT's cgroups; their v2 group carries the egress filter. */
-    cgroups: SandboxCgroups;
-    /** Host pid of a process in the sandbox's network namespace. */
-    initPid: number;
-    rules: EgressRule[];
-    defaultVerdict: 'allow' | 'deny';
-  }): Promise<SandboxNetworkStack> {
-    const filterDir = options.cgroups.v2Dir;
-    if (!filterDir) throw new ProviderFailureError('sandbox', 'no cgroup v2 hierarchy to attach the egress filter to');
-    const script = natScript(options.cgroups.procsFiles, options.egressFilter, filterDir, options.slirp4netns);
-    const args = ['-c', script, 'sh', String(options.initPid), ...egressFilterArguments(options.rules, options.defaultVerdict)];
-    const process = await options.spawner.spawn(options.sh, args, { stdioCount: 5 });
-    await waitUntilReady(process);
-    return new SandboxNetworkStack(process);
+  private constructor(private readonly process: SpawnedProcess) {
+    const [, stdout, stderr] = process.stdio;
+    stderr.on('data', (chunk: Buffer) => (this.errors = (this.errors + chunk.toString()).slice(-ERROR_TAIL_CHARS)));
+    stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
   }
 
-  /** Ends the NAT (the caller destroys its cgroups, which kills it in any case). */
-  stop(): void {
+  /** Starts the NAT for the network namespace of `netnsPid`; resolves once its tap device is configured. */
+  static async prepare(options: { spawner: SandboxSpawner; sh: string; slirp4netns: string; egressFilter: string; cgroups: SandboxCgroups; netnsPid: number }): Promise<SandboxNetworkStack> {
+    const filterDir = options.cgroups.v2Dir;
+    if (!filterDir) throw new ProviderFailureError('sandbox', 'no cgroup v2 hierarchy to attach the egress filter to');
+    await untilOwnNetworkNamespace(options.netnsPid);
+    const script = natScript(options.cgroups.procsFiles, options.egressFilter, filterDir, options.slirp4netns);
+    const process = await options.spawner.spawn(options.sh, ['-c', script, 'sh', String(options.netnsPid)], { stdioCount: 5 });
+    const stack = new SandboxNetworkStack(process);
+    await stack.until(() => new Promise((resolve) => process.stdio[READY_FD].once('data', resolve)), 'the NAT did not start');
+    return stack;
+  }
+
+  /** Attaches the egress filter of the sandbox's policy; the sandbox must not start before. */
+  async applyPolicy(rules: EgressRule[], defaultVerdict: 'allow' | 'deny'): Promise<void> {
+    const words = egressFilterArguments(rules, defaultVerdict);
+    if (words.some((word) => !/^[0-9A-Za-z.:/]+$/.test(word))) throw new ProviderFailureError('sandbox', 'an egress rule holds an unexpected character');
+    this.process.stdio[0].write(`${words.join(' ')}\n`);
+    await this.until(() => this.attached(), 'the egress filter could not be attached');
+    for (const handle of [this.process, ...this.process.stdio]) handle.unref();
+  }
+
+  kill(): void {
     this.process.kill('SIGKILL');
+  }
+
+  private attached(): Promise<void> {
+    const stdout = this.process.stdio[1];
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!this.output.includes(ATTACHED_LINE)) return;
+        stdout.removeListener('data', check);
+        resolve();
+      };
+      stdout.on('data', check);
+      check();
+    });
+  }
+
+  /** Waits for `step`, failing when the NAT's script exits or takes too long. */
+  private async until(step: () => Promise<unknown>, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    let onExit: (() => void) | undefined;
+    const failure = new Promise<never>((_, reject) => {
+      const fail = (why: string) => {
+        this.kill();
+        reject(new ProviderFailureError('sandbox', `${what}: ${why}: ${this.errors.trim() || 'no error output'}`));
+      };
+      timer = setTimeout(() => fail('timed out'), START_TIMEOUT_MS);
+      onExit = () => fail('it exited');
+      this.process.once('exit', onExit);
+    });
+    try {
+      await Promise.race([step(), failure]);
+    } finally {
+      clearTimeout(timer);
+      this.process.removeListener('exit', onExit!);
+    }
   }
 }
 
 /**
- * Joins the NAT's cgroups, attaches the egress filter to them, then becomes slirp4netns, which
- * joins the sandbox's network namespace ($1) to make the tap device and returns to the host's to
- * open sockets. --enable-sandbox and --enable-seccomp confine slirp4netns itself (empty root, no
- * capabilities, a syscall filter) in case the sandbox's packets exploit it.
+ * A launcher just spawned may not have unshared its network namespace yet: its tap device must
+ * never be made in the host's.
+ */
+async function untilOwnNetworkNamespace(pid: number): Promise<void> {
+  const hosts = await readlink('/proc/self/ns/net');
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while ((await readlink(`/proc/${pid}/ns/net`).catch(() => hosts)) === hosts) {
+    if (Date.now() > deadline) throw new ProviderFailureError('sandbox', `the launcher ${pid} has no network namespace of its own`);
+    await sleep(NAMESPACE_POLL_MS);
+  }
+}
+
+/**
+ * Joins the NAT's cgroups and starts slirp4netns, which joins the network namespace ($1) to make
+ * the tap device and returns to the host's to open sockets (--enable-sandbox and --enable-seccomp
+ * confine slirp4netns itself, in case the sandbox's packets exploit it); then waits for the
+ * sandbox's rules on stdin, attaches the egress filter and says so.
  */
 function natScript(procsFiles: string[], egressFilter: string, filterDir: string, slirp4netns: string): string {
   const join = procsFiles.map((file) => `echo $$ > ${shellQuote(file)} && `).join('');
   const slirp = [slirp4netns, '--configure', `--mtu=${MTU}`, '--enable-sandbox', '--enable-seccomp', `--ready-fd=${READY_FD}`, `--exit-fd=${EXIT_FD}`];
-  return `pid=$1 && shift && ${join}${shellQuote(egressFilter)} ${shellQuote(filterDir)} "$@" && exec ${slirp.map(shellQuote).join(' ')} "$pid" ${TAP_DEVICE}`;
-}
-
-/** slirp4netns writes "1" to its ready fd once the tap device is configured. */
-function waitUntilReady(process: SpawnedProcess): Promise<void> {
-  const [stdin, , stderr, ready] = process.stdio as Socket[];
-  stdin.end();
-  let errors = '';
-  stderr.on('data', (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-ERROR_TAIL_CHARS)));
-  return new Promise<void>((resolve, reject) => {
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      process.kill('SIGKILL');
-      reject(new ProviderFailureError('sandbox', `the sandbox's network did not start: ${why}: ${errors.trim() || 'no error output'}`));
-    };
-    const timer = setTimeout(() => fail('timed out'), START_TIMEOUT_MS);
-    const onExit = () => fail('the NAT exited');
-    process.once('exit', onExit);
-    ready.once('data', () => {
-      clearTimeout(timer);
-      process.removeListener('exit', onExit);
-      for (const handle of [process, ...(process.stdio as Socket[])]) handle.unref();
-      resolve();
-    });
-  });
+  return [
+    `set -f && ${join}true || exit 125`,
+    // Started after the join, from this shell: a `… && slirp &` list would run in a subshell forked before it.
+    `${slirp.map(shellQuote).join(' ')} "$1" ${TAP_DEVICE} &`,
+    `IFS= read -r rules && ${shellQuote(egressFilter)} ${shellQuote(filterDir)} $rules && echo ${ATTACHED_LINE} || kill -9 $!`,
+    'wait',
+  ].join('\n');
 }
