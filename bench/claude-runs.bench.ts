@@ -19,6 +19,7 @@ import { ClaudeCliProvider, type ClaudeInvocation } from '../src/integrations/cl
 import { CLAUDE_STATE_DIR } from '../src/modules/runs/run-executor';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
 import { FakeAnthropic, type FakeTurn } from '../test/support/fake-anthropic';
+import { TestPeerHost } from '../test/support/network-peer';
 import { api } from '../test/support/http';
 import { BenchService } from './support/bench-service';
 import { benchOptions, epochNow, markdownTable, ms, summarize, type Summary } from './support/stats';
@@ -64,7 +65,10 @@ async function main(): Promise<void> {
   const options = benchOptions();
   const pairs = options.quick ? QUICK_PAIRS : FULL_PAIRS;
   const fake = await FakeAnthropic.start({ delayMs: 10, piecesPerBlock: DELTAS_PER_REPLY });
-  const proxy = await TimestampingProxy.start(fake.url);
+  // Sandboxes reach no host address: the model is at an outside host (a network namespace this
+  // benchmark makes); API runs reach it through the model gateway, execs and the host directly.
+  const peer = await TestPeerHost.start();
+  const proxy = await TimestampingProxy.start(fake.url, { socket: await peer.listeningSocket(), address: peer.address });
   const env = { ANTHROPIC_BASE_URL: proxy.url, ANTHROPIC_API_KEY: FAKE_API_KEY };
   const service = await BenchService.start({ env, database: options.database });
   const hostDir = await mkdtemp(join(tmpdir(), 'claude-runs-bench-'));
@@ -104,6 +108,7 @@ async function main(): Promise<void> {
   } finally {
     await service.stop();
     await proxy.stop();
+    await peer.stop();
     await fake.stop();
     await rm(hostDir, { recursive: true, force: true });
   }

@@ -15,6 +15,7 @@ import { ClaudeCliProvider, type ClaudeInvocation } from '../src/integrations/cl
 import { CLAUDE_STATE_DIR } from '../src/modules/runs/run-executor';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
 import { FakeAnthropic, type FakeStall, type FakeTurn } from '../test/support/fake-anthropic';
+import { TestPeerHost } from '../test/support/network-peer';
 import { api } from '../test/support/http';
 import { BenchService } from './support/bench-service';
 import { benchOptions, epochNow, markdownTable, ms, summarize, type Summary } from './support/stats';
@@ -42,7 +43,10 @@ type Client = ReturnType<typeof api>;
 async function main(): Promise<void> {
   const options = benchOptions();
   const fake = await FakeAnthropic.start({ delayMs: 10, piecesPerBlock: DELTAS_PER_REPLY });
-  const proxy = await TimestampingProxy.start(fake.url);
+  // Sandboxes reach no host address: "direct" is the model at an outside host (a network namespace
+  // this benchmark makes), which the gateway reaches too.
+  const peer = await TestPeerHost.start();
+  const proxy = await TimestampingProxy.start(fake.url, { socket: await peer.listeningSocket(), address: peer.address });
   const env = { ANTHROPIC_BASE_URL: proxy.url, ANTHROPIC_API_KEY: FAKE_API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '3600' };
   const service = await BenchService.start({ env, database: options.database });
   try {
@@ -75,7 +79,7 @@ async function main(): Promise<void> {
     const directDelays: number[] = [];
     for (let pair = 0; pair < streamPairs; pair++) {
       const targets = [
-        { delays: gatewayDelays, url: `${holder.gatewayUrl}/v1/messages`, key: holder.token },
+        { delays: gatewayDelays, url: `${onHostLoopback(holder.gatewayUrl)}/v1/messages`, key: holder.token },
         { delays: directDelays, url: `${proxy.url}/v1/messages`, key: FAKE_API_KEY },
       ];
       if (pair % 2 === 1) targets.reverse();
@@ -89,8 +93,16 @@ async function main(): Promise<void> {
   } finally {
     await service.stop();
     await proxy.stop();
+    await peer.stop();
     await fake.stop();
   }
+}
+
+/** The gateway as the host reaches it: the sandbox's NAT shows the host's loopback at another address. */
+function onHostLoopback(sandboxUrl: string): string {
+  const url = new URL(sandboxUrl);
+  url.hostname = '127.0.0.1';
+  return url.origin;
 }
 
 async function createSandbox(client: Client, body: Record<string, unknown> = {}): Promise<string> {

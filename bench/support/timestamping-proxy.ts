@@ -1,5 +1,5 @@
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import { epochNow } from './stats';
 
 const MARKER = /\[\[sent=(\d+(?:\.\d+)?)\]\]/g;
@@ -13,11 +13,12 @@ const MARKER = /\[\[sent=(\d+(?:\.\d+)?)\]\]/g;
 export class TimestampingProxy {
   private constructor(private readonly server: Server, readonly url: string, private readonly upstream: URL) {}
 
-  static async start(upstreamUrl: string): Promise<TimestampingProxy> {
+  /** On host loopback, or on a listening socket made elsewhere (a test host's namespace) reached at `address`. */
+  static async start(upstreamUrl: string, listening?: { socket: NetServer; address: string }): Promise<TimestampingProxy> {
     const server = createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    const proxy = new TimestampingProxy(server, `http://127.0.0.1:${port}`, new URL(upstreamUrl));
+    await new Promise<void>((resolve) => (listening ? server.listen(listening.socket, resolve) : server.listen(0, '127.0.0.1', resolve)));
+    const { port } = (listening?.socket ?? server).address() as AddressInfo;
+    const proxy = new TimestampingProxy(server, `http://${listening?.address ?? '127.0.0.1'}:${port}`, new URL(upstreamUrl));
     server.on('request', (request, response) => proxy.forward(request, response));
     return proxy;
   }

@@ -88,6 +88,19 @@ export class TestPeerHost {
     return new TestPeerHost(name, server, address, otherAddress, port, slot);
   }
 
+  /**
+   * A listening TCP socket inside the peer's namespace (on all its addresses), handed to this process
+   * over IPC: a server here can accept on it, so sandboxes reach this process as an outside host.
+   */
+  async listeningSocket(): Promise<Server> {
+    const script = "const s = require('net').createServer(); s.listen(0, '0.0.0.0', () => process.send('listening', s, () => process.exit(0)))";
+    const child = spawn('ip', ['netns', 'exec', this.name, process.execPath, '-e', script], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    return new Promise((resolve, reject) => {
+      child.once('message', (_message, handle) => resolve(handle as Server));
+      child.once('exit', (code) => reject(new Error(`no socket from the peer (exit ${code})`)));
+    });
+  }
+
   async stop(): Promise<void> {
     this.server.kill('SIGKILL');
     TestPeerHost.remove(this.name);

@@ -276,8 +276,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const { id, dirs, cgroups, natCgroups, network, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, network, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
     try {
-      await this.applyNetworkPolicy(sandbox, spec);
-      sandbox.initPid = await launcher.start({ volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath });
+      // Side by side: until create() returns or runs an image step, only the engine's init runs inside.
+      const [initPid] = await Promise.all([
+        launcher.start({ volume: await this.volumeSource(spec.accountId, spec.volumeName), volumeMountPath: spec.volumeMountPath }),
+        this.applyNetworkPolicy(sandbox, spec),
+      ]);
+      sandbox.initPid = initPid;
       this.sandboxes.set(id, sandbox);
       launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
@@ -467,8 +471,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private async discard(prepared: PreparedSandbox): Promise<void> {
     const launcherExited = prepared.launcher.killAndWait();
     void killSpare(prepared.spare);
-    await prepared.cgroups.destroy();
-    await prepared.natCgroups.destroy();
+    await Promise.all([prepared.cgroups.destroy(), prepared.natCgroups.destroy()]);
     await launcherExited;
     await rm(prepared.dirs.base, { recursive: true, force: true });
   }
@@ -603,8 +606,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       clearTimeout(sandbox.lifetimeTimer);
       const launcherExited = sandbox.launcher?.killAndWait();
       if (!sandbox.launcher && sandbox.initPid > 0) killQuietly(sandbox.initPid);
-      await sandbox.cgroups.destroy();
-      await sandbox.natCgroups.destroy();
+      await Promise.all([sandbox.cgroups.destroy(), sandbox.natCgroups.destroy()]);
       await this.egressProxy.close(sandbox.id);
       await launcherExited;
       await rm(sandbox.dirs.base, { recursive: true, force: true });
