@@ -161,7 +161,7 @@ async function runThroughExec(context: RunContext): Promise<Timing> {
   const wallMs = performance.now() - started;
   const data = response.body?.data as { exit_code: number; stdout: string; stderr: string } | undefined;
   if (response.status !== 200 || data?.exit_code !== 0 || !data.stdout.includes('"subtype":"success"')) {
-    throw new Error(`claude through exec failed: ${response.status} ${response.text.slice(0, 2000)}`);
+    throw new Error(`claude through exec failed: ${response.status} ${response.text.slice(-3000)}`);
   }
   return { wallMs, deltaDelaysMs: [] };
 }
