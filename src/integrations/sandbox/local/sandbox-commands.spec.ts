@@ -31,11 +31,15 @@ describe('launchArgv', () => {
   const idmappedLayers = [{ source: '/usr', target: '/data/sandboxes/sbx-1/lower/0' }];
   const makeWritableLayer = ['/usr/sbin/mkfs.ext4', '-q', '-d', '/data/sandboxes/sbx-1/rw', '/data/sandboxes/sbx-1/rw.ext4'];
   const argv = launchArgv({ tools, helper, ids, procsFiles, idmappedLayers, makeWritableLayer, fstab: '/data/sandboxes/sbx-1/fstab' });
-  const script = argv[9];
-  const bwrap = argv.slice(13);
+  const script = argv[10];
+  const bwrap = argv.slice(14);
 
-  it('starts in private mount and pid namespaces that die with the launcher', () => {
-    expect(argv.slice(0, 8)).toEqual(['/usr/bin/unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '/bin/sh']);
+  it('starts in private mount, pid and network namespaces that die with the launcher', () => {
+    expect(argv.slice(0, 9)).toEqual(['/usr/bin/unshare', '--mount', '--propagation', 'private', '--pid', '--net', '--fork', '--kill-child=SIGKILL', '/bin/sh']);
+  });
+
+  it('lets the sandbox bind ports below 1024 in its network namespace, which it has no capability over', () => {
+    expect(script).toContain('echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start');
   });
 
   it('joins every cgroup, then stages the idmapped layers, /run and /proc, then mounts the fstab, before becoming bwrap', () => {
@@ -46,7 +50,7 @@ describe('launchArgv', () => {
     const mkfs = script.indexOf(`'/usr/sbin/mkfs.ext4' '-q' '-d' '/data/sandboxes/sbx-1/rw' '/data/sandboxes/sbx-1/rw.ext4' && `);
     expect(mkfs).toBeGreaterThan(stage);
     expect(script.indexOf("'/usr/bin/mount' -a -T \"$1\"")).toBeGreaterThan(mkfs);
-    expect(argv.slice(11, 13)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
+    expect(argv.slice(12, 14)).toEqual(['/data/sandboxes/sbx-1/fstab', '/usr/bin/bwrap']);
   });
 
   it('mounts the volume on the staged mount point once it is known, checking a loop device still backs its image', () => {
@@ -60,10 +64,11 @@ describe('launchArgv', () => {
     expect(script).toContain(`-- /run/sandbox-init init 5<'${helper.seccompFilter}'`);
   });
 
-  it('gives bwrap user, pid, cgroup, ipc, uts and net namespaces, Docker capabilities and the seccomp filter', () => {
+  it('gives bwrap user, pid, cgroup, ipc and uts namespaces (the network namespace is the launcher\'s), Docker capabilities and the seccomp filter', () => {
     expect(bwrap).toEqual(
-      expect.arrayContaining(['--unshare-user', '--unshare-pid', '--as-pid-1', '--unshare-cgroup', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent', '--new-session']),
+      expect.arrayContaining(['--unshare-user', '--unshare-pid', '--as-pid-1', '--unshare-cgroup', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']),
     );
+    expect(bwrap).not.toContain('--unshare-net');
     expect(bwrap.join(' ')).toContain('--userns-block-fd 4 --info-fd 3');
     expect(bwrap.join(' ')).toContain('--cap-drop ALL --cap-add CAP_CHOWN');
     expect(bwrap).not.toContain('CAP_SYS_ADMIN');
