@@ -69,11 +69,17 @@ export class HttpExceptionFilter implements ExceptionFilter {
       const statusCode = exception.getStatus();
       const payload = exception.getResponse();
       const message = typeof payload === 'string' ? payload : ((payload as { message?: string | string[] }).message ?? exception.message);
-      return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message };
+      // Terminus' 503 carries each check's state there: what a health probe's reader needs.
+      const details = typeof payload === 'object' ? (payload as { details?: unknown }).details : undefined;
+      return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message, ...(isPlainObject(details) ? { details } : {}) };
     }
     this.logger.error({ err: exception, request_id: requestId }, 'unhandled error');
     return { statusCode: 500, error: 'Internal Server Error', message: 'An unexpected error occurred; quote the request id when reporting it', request_id: requestId };
   }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** Our own checks inside the body parser, whose messages name the problem. */

@@ -146,8 +146,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield());
   }
 
+  /** Checked again on every call (health): a tool, the helper or the Claude CLI removed after start-up makes it false. */
   isConfigured(): boolean {
-    return this.located.tools.bwrap !== undefined;
+    return this.readinessProblem() === undefined;
   }
 
   /** For start-up: throws an error saying what to install or fix when this host cannot run sandboxes. */
@@ -348,7 +349,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   private readinessProblem(): string | undefined {
-    const { missing } = this.located;
+    const { missing } = locateHostTools(this.config.sandbox.bwrapBin);
     if (missing.some((entry) => entry.tool === 'bwrap')) {
       return `bubblewrap is not installed (no ${this.config.sandbox.bwrapBin} executable found): run \`apt-get install bubblewrap\``;
     }
@@ -356,7 +357,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       return `missing host tools ${missing.map((entry) => entry.tool).join(', ')}: run \`apt-get install ${[...new Set(missing.map((entry) => entry.pkg))].join(' ')}\``;
     }
     if (process.getuid?.() !== 0) return 'the local sandbox engine must run as root (it mounts overlays and manages cgroups)';
-    if (!this.helper) return 'the sandbox helper is not built: run `npm run build` (it needs `apt-get install gcc libseccomp-dev`)';
+    if (!this.helper || !locateSandboxHelper()) return 'the sandbox helper is not built: run `npm run build` (it needs `apt-get install gcc libseccomp-dev`)';
     if (!hasCgroupV2()) return 'no cgroup v2 hierarchy is mounted (at /sys/fs/cgroup or /sys/fs/cgroup/unified): each sandbox\'s egress filter attaches there';
     if (this.accountInRange) return `SANDBOX_UID_BASE/SANDBOX_UID_COUNT (${this.ids.base}+${this.ids.count}) overlap the host account ${this.accountInRange}: choose a range no host user or group uses`;
     for (const [name, path] of [['DATA_DIR', this.config.dataDir], ['IMAGES_DIR', this.config.sandbox.imagesDir]]) {
