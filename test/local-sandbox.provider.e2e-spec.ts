@@ -188,16 +188,6 @@ describe('LocalSandboxProvider on this host', () => {
     await provider.terminate(next);
   });
 
-  it('runs a command on a pseudo-terminal when asked', async () => {
-    const id = await create();
-
-    const { exitCode, stdout } = await sh(id, 'test -t 1 && echo on-a-tty', { pty: true });
-
-    expect(exitCode).toBe(0);
-    expect(stdout).toContain('on-a-tty');
-    await provider.terminate(id);
-  });
-
   it('kills an exec at its timeout', async () => {
     const id = await create();
     const started = Date.now();

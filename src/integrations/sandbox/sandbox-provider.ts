@@ -125,7 +125,6 @@ export interface ExecRequest {
   /** Environment only this process gets (model credentials); never logged. */
   secretEnv?: Record<string, string>;
   workdir?: string;
-  pty?: boolean;
   timeoutSeconds?: number;
 }
 

@@ -27,7 +27,7 @@ import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } 
 import { LocalVolumeAccess } from './local-volume-access';
 import { EgressProxy } from './egress-proxy';
 import { SandboxCgroups } from './sandbox-cgroups';
-import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, ptyArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
+import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
 import {
   applyConfigStep,
   exitedState,
@@ -48,7 +48,6 @@ import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SANDBOX_ID = /^sbx-[0-9a-f]{12}$/;
 const STEP_OUTPUT_TAIL_BYTES = 4096;
-const PTY_ENV = { TERM: 'xterm-256color' };
 const WARM_SANDBOXES = 2;
 /** How long each step of stopping the engine may take before the service stops without it. */
 const SHUTDOWN_STEP_MS = 15_000;
@@ -307,10 +306,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const sandbox = this.sandboxes.get(providerSandboxId);
     if (!sandbox || sandbox.state.status !== 'running') throw new SandboxGoneError(providerSandboxId);
     if (request.argv.length === 0) throw new ProviderInvalidError('exec', 'argv must not be empty');
-    const env = { ...sandbox.env, ...(request.pty ? PTY_ENV : {}), ...request.env, ...request.secretEnv };
+    const env = { ...sandbox.env, ...request.env, ...request.secretEnv };
     const workdir = request.workdir ?? sandbox.workdir;
     if (!posix.isAbsolute(workdir)) throw new ProviderInvalidError('exec', `workdir must be an absolute path: ${workdir}`);
-    return this.startProcess(sandbox, request.pty ? ptyArgv(request.argv) : request.argv, env, workdir, request.timeoutSeconds);
+    return this.startProcess(sandbox, request.argv, env, workdir, request.timeoutSeconds);
   }
 
   async status(providerSandboxId: string): Promise<SandboxState> {

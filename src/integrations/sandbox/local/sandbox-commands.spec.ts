@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { ProviderInvalidError } from '../sandbox-provider.errors';
 import type { HostTools } from './host-tools';
-import { execHostScript, execStdinScript, idMapLine, launchArgv, launchParametersText, ptyArgv, type SandboxHelper, shellQuote } from './sandbox-commands';
+import { execHostScript, execStdinScript, idMapLine, launchArgv, launchParametersText, type SandboxHelper, shellQuote } from './sandbox-commands';
 
 const tools: HostTools = {
   bwrap: '/usr/bin/bwrap',
@@ -130,11 +130,5 @@ describe('execStdinScript', () => {
 
     expect(build).toThrow(ProviderInvalidError);
     expect(build).toThrow(message);
-  });
-});
-
-describe('ptyArgv', () => {
-  it('wraps the quoted command in script(1)', () => {
-    expect(ptyArgv(['echo', "it's"])).toEqual(['script', '-qfec', "'echo' 'it'\\''s'", '/dev/null']);
   });
 });

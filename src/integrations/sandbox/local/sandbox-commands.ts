@@ -228,8 +228,3 @@ export function execStdinScript(env: Record<string, string>, workdir: string, ar
   const exports = Object.entries(env).map(([name, value]) => `export ${name}=${shellQuote(value)}\n`);
   return `${exports.join('')}cd -- ${shellQuote(workdir)} || exit 1\nexec ${argv.map(shellQuote).join(' ')} </dev/null\n`;
 }
-
-/** Runs argv on a pseudo-terminal inside the sandbox. */
-export function ptyArgv(argv: string[]): string[] {
-  return ['script', '-qfec', argv.map(shellQuote).join(' '), '/dev/null'];
-}

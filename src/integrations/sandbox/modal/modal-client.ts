@@ -64,9 +64,6 @@ export interface ModalFilesystemLike {
   copyFromLocal(localPath: string, remotePath: string): Promise<void>;
 }
 
-/** DI token for an injected client (tests, or a client shared with other features). */
-export const MODAL_CLIENT = Symbol('MODAL_CLIENT');
-
 export function isModalConfigured(config: AppConfig): boolean {
   return Boolean(config.modal.tokenId && config.modal.tokenSecret);
 }

@@ -1,5 +1,4 @@
 import { Logger } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
 import { App, CloudBucketMount, InvalidError, NotFoundError, ResourceExhaustedError, Secret, Volume } from 'modal';
 import type { Readable } from 'node:stream';
 import { AppConfig } from '../../../config/app-config';
@@ -16,7 +15,7 @@ import {
   UnsupportedImageError,
   UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
-import { assertModalConfigured, MODAL_CLIENT } from './modal-client';
+import { assertModalConfigured } from './modal-client';
 import { EXEC_MARKER_ENV, killByMarkerArgv } from './modal-exec-process';
 import { DEFAULT_MODAL_BASE_IMAGE, DEFAULT_MODAL_IMAGE_COMMANDS } from './modal-image';
 import { ModalSandboxProvider, modalVolumeName } from './modal-sandbox.provider';
@@ -339,7 +338,7 @@ describe('ModalSandboxProvider', () => {
   });
 
   describe('exec', () => {
-    it('runs the argv in binary mode with the sandbox workdir, env, timeout, and no PTY', async () => {
+    it('runs the argv in binary mode with the sandbox workdir, env and timeout', async () => {
       const sandbox = await createdSandbox();
       sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [Buffer.from('hi\n')], stderr: [Buffer.from('warn\n')], exitCode: 3 }));
 
@@ -349,7 +348,6 @@ describe('ModalSandboxProvider', () => {
         mode: 'binary',
         workdir: '/workspace',
         env: { X: '1', [EXEC_MARKER_ENV]: expect.any(String) },
-        pty: false,
         timeoutMs: 30_000,
       });
       expect(Buffer.concat(await readAll(process.stdout)).toString()).toBe('hi\n');
@@ -357,7 +355,7 @@ describe('ModalSandboxProvider', () => {
       await expect(process.wait()).resolves.toEqual({ exitCode: 3, timedOut: false });
     });
 
-    it('passes model credentials only to that exec, through secrets.fromObject, with a PTY when asked', async () => {
+    it('passes model credentials only to that exec, through secrets.fromObject', async () => {
       const sandbox = await createdSandbox();
       const credentials = new Secret('', undefined);
       modal.secrets.fromObject.mockResolvedValueOnce(credentials);
@@ -367,7 +365,6 @@ describe('ModalSandboxProvider', () => {
         argv: ['claude', '-p', 'hello'],
         secretEnv: { ANTHROPIC_API_KEY: 'sk-ant-secret' },
         workdir: '/workspace/app',
-        pty: true,
       });
       await readAll(process.stdout);
       await readAll(process.stderr);
@@ -375,7 +372,7 @@ describe('ModalSandboxProvider', () => {
 
       expect(modal.secrets.fromObject).toHaveBeenCalledWith({ ANTHROPIC_API_KEY: 'sk-ant-secret' });
       const params = sandbox.exec.mock.calls[0][1];
-      expect(params).toEqual({ mode: 'binary', workdir: '/workspace/app', env: { [EXEC_MARKER_ENV]: expect.any(String) }, pty: true, secrets: [credentials] });
+      expect(params).toEqual({ mode: 'binary', workdir: '/workspace/app', env: { [EXEC_MARKER_ENV]: expect.any(String) }, secrets: [credentials] });
       expect(JSON.stringify(params.env)).not.toContain('sk-ant-secret');
     });
 
@@ -526,17 +523,6 @@ describe('ModalSandboxProvider', () => {
   });
 
   describe('configuration', () => {
-    it('is built by Nest from AppConfig alone, or with a client bound to MODAL_CLIENT', async () => {
-      const plain = await Test.createTestingModule({ providers: [{ provide: AppConfig, useValue: config() }, ModalSandboxProvider] }).compile();
-      expect(plain.get(ModalSandboxProvider).kind).toBe('modal');
-      const injected = await Test.createTestingModule({
-        providers: [{ provide: AppConfig, useValue: config() }, { provide: MODAL_CLIENT, useValue: modal }, ModalSandboxProvider],
-      }).compile();
-      modal.volumes.fromName.mockResolvedValueOnce(volume);
-      await injected.get(ModalSandboxProvider).ensureVolume(ACCOUNT, 'default');
-      expect(modal.volumes.fromName).toHaveBeenCalledTimes(1);
-    });
-
     it('refuses to start without credentials, naming both variables', () => {
       const bare = AppConfig.fromEnvironment({ SANDBOX_PROVIDER: 'modal' });
       expect(() => assertModalConfigured(bare)).toThrow(/MODAL_TOKEN_ID and MODAL_TOKEN_SECRET/);

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnModuleDestroy, Optional } from '@nestjs/common';
+import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { App, CloudBucketMount, SandboxCreateParams, Volume } from 'modal';
 import { AppConfig } from '../../../config/app-config';
@@ -21,7 +21,7 @@ import {
   SandboxGoneError,
   UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
-import { createModalClient, isModalConfigured, MODAL_CLIENT, type ModalClientLike, type ModalSandboxLike } from './modal-client';
+import { createModalClient, isModalConfigured, type ModalClientLike, type ModalSandboxLike } from './modal-client';
 import { type ModalCall, withDeadline } from './modal-errors';
 import { EXEC_MARKER_ENV, killByMarkerArgv, ModalExecProcess } from './modal-exec-process';
 import { buildModalImage } from './modal-image';
@@ -64,7 +64,8 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
   private readonly call: ModalCall = (step, what, work, seconds = this.config.modal.callTimeoutSeconds) =>
     withDeadline(step, what, seconds, this.logger, work);
 
-  constructor(private readonly config: AppConfig, @Optional() @Inject(MODAL_CLIENT) client?: ModalClientLike) {
+  /** `client`: a Modal client made elsewhere (the specs' strict fakes); by default one is made from AppConfig on first use. */
+  constructor(private readonly config: AppConfig, client?: ModalClientLike) {
     super();
     this.client = client;
     this.ownsClient = client === undefined;
@@ -139,7 +140,6 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
         mode: 'binary',
         workdir: request.workdir ?? tracked.workdir,
         env: { ...request.env, [EXEC_MARKER_ENV]: marker },
-        pty: request.pty ?? false,
         ...(credentials ? { secrets: [credentials] } : {}),
         ...(timeoutMs ? { timeoutMs } : {}),
       }),
