@@ -364,8 +364,12 @@ describe('LocalSandboxProvider on this host', () => {
       await provider.ensureVolume('acct-b', 'work');
       writeFileSync(join(dataDir, 'volumes', 'acct-b', 'work', 'theirs.txt'), 'theirs');
 
-      expect((await run(id, ['cat', join(dataDir, 'service-secret.txt')])).exitCode).not.toBe(0);
-      expect((await run(id, ['cat', join(dataDir, 'volumes', 'acct-b', 'work', 'theirs.txt')])).exitCode).not.toBe(0);
+      // Not there at all (the host view never shows DATA_DIR), rather than there but unreadable.
+      for (const path of [join(dataDir, 'service-secret.txt'), join(dataDir, 'volumes', 'acct-b', 'work', 'theirs.txt')]) {
+        const attempt = await run(id, ['cat', path]);
+        expect(attempt).toMatchObject({ exitCode: 1, stdout: '' });
+        expect(attempt.stderr).toMatch(/No such file or directory/);
+      }
       expect((await sh(id, 'ls -A /root /home | grep -v :')).stdout.trim()).toBe('');
       // its /etc/shadow is its own (package scripts add users), every password locked, nothing of the host's
       expect((await sh(id, 'cut -d: -f2 /etc/shadow | sort -u')).stdout).toBe('*\n');
@@ -396,10 +400,15 @@ describe('LocalSandboxProvider on this host', () => {
     it('cannot change kernel settings nor unlock or replace its read-only /proc', async () => {
       const swappiness = readFileSync('/proc/sys/vm/swappiness', 'utf8').trim();
 
-      expect((await sh(id, `echo ${swappiness} > /proc/sys/vm/swappiness`)).exitCode).not.toBe(0);
-      expect((await run(id, ['mount', '-o', 'remount,rw', '/proc'])).exitCode).not.toBe(0);
-      expect((await run(id, ['umount', '-l', '/proc'])).exitCode).not.toBe(0);
-      expect((await run(id, ['mount', '-t', 'proc', 'proc', '/mnt'])).exitCode).not.toBe(0);
+      const write = await sh(id, `echo ${swappiness} > /proc/sys/vm/swappiness`);
+      expect(write.exitCode).not.toBe(0);
+      expect(write.stderr).toMatch(/Permission denied|Read-only file system/);
+      // The seccomp filter denies mount(2) and umount2(2) with EPERM before any permission check.
+      for (const argv of [['mount', '-o', 'remount,rw', '/proc'], ['umount', '-l', '/proc'], ['mount', '-t', 'proc', 'proc', '/mnt']]) {
+        const attempt = await run(id, argv);
+        expect({ argv, exitCode: attempt.exitCode }).toEqual({ argv, exitCode: expect.not.stringMatching(/^0$/) });
+        expect(attempt.stderr).toMatch(/[Pp]ermission denied|[Oo]peration not permitted|must be superuser/);
+      }
       expect((await sh(id, 'test -w /proc/sys/vm/swappiness || echo read-only')).stdout).toBe('read-only\n');
     });
 
