@@ -6,7 +6,7 @@ import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
 import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { InvalidInputError } from '../../common/domain-error';
 import { assertSafeKeyPrefix } from '../../common/key-prefix';
-import type { SnapshotStats } from '../snapshots/snapshot-engine';
+import type { SnapshotStats } from '../snapshots/snapshot.types';
 import { SnapshotsService } from '../snapshots/snapshots.service';
 import { CappedOutput } from './exec-output';
 import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';

@@ -1,6 +1,6 @@
 import { InvalidInputError } from '../../common/domain-error';
 import { accountKeyBase, assertSafeKeyPrefix } from '../../common/key-prefix';
-import type { SnapshotLocation } from './snapshot-engine';
+import type { SnapshotLocation } from './snapshot.types';
 import { CorruptManifestError } from './snapshot.errors';
 
 export const MANIFEST_FORMAT = 1;

@@ -3,7 +3,8 @@ import { accountKeyBase } from '../../common/key-prefix';
 import { KeyedLock } from '../../common/keyed-lock';
 import { AppConfig } from '../../config/app-config';
 import type { VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
-import { type RestoreStats, SnapshotEngine, type SnapshotLocation, type SnapshotStats, type SnapshotVersionSummary } from './snapshot-engine';
+import { SnapshotEngine } from './snapshot-engine';
+import type { RestoreStats, SnapshotLocation, SnapshotStats, SnapshotVersionSummary } from './snapshot.types';
 
 /** What a workspace's snapshots are tied to: its account and volume, and the bucket and prefix its creator named. */
 export interface WorkspaceStorage {
