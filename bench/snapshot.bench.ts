@@ -14,7 +14,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LocalVolumeAccess } from '../src/integrations/sandbox/local/local-volume-access';
 import { S3ObjectStore } from '../src/integrations/storage/s3-object-store';
-import { SnapshotEngine, type SnapshotLocation } from '../src/modules/snapshots/snapshot-engine';
+import { SnapshotEngine } from '../src/modules/snapshots/snapshot-engine';
+import type { SnapshotLocation } from '../src/modules/snapshots/snapshot.types';
 import { S3TestServer } from '../test/support/s3-server';
 
 const BUCKET = 'bench';

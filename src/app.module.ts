@@ -12,7 +12,6 @@ import { AuthModule } from './modules/auth/auth.module';
 import { HealthModule } from './modules/health/health.module';
 import { FilesModule } from './modules/files/files.module';
 import { RunsModule } from './modules/runs/runs.module';
-import { SnapshotsModule } from './modules/snapshots/snapshots.module';
 import { SandboxesModule } from './modules/sandboxes/sandboxes.module';
 import { UsersModule } from './modules/users/users.module';
 
@@ -43,7 +42,6 @@ export class AppModule implements OnApplicationShutdown {
         HealthModule,
         SandboxesModule,
         RunsModule,
-        SnapshotsModule,
         FilesModule,
       ],
       providers: [

@@ -7,7 +7,8 @@ import type { VolumeAccess } from '../src/integrations/sandbox/sandbox-provider'
 import { LocalObjectStore } from '../src/integrations/storage/local-object-store';
 import type { ObjectStore } from '../src/integrations/storage/object-store';
 import { S3ObjectStore } from '../src/integrations/storage/s3-object-store';
-import { SnapshotEngine, type SnapshotLocation } from '../src/modules/snapshots/snapshot-engine';
+import { SnapshotEngine } from '../src/modules/snapshots/snapshot-engine';
+import type { SnapshotLocation } from '../src/modules/snapshots/snapshot.types';
 import { SnapshotFailedError } from '../src/modules/snapshots/snapshot.errors';
 import { S3TestServer } from './support/s3-server';
 

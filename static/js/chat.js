@@ -211,10 +211,6 @@ export class ChatPanel {
       notice.replaceChildren(h('p', { text: 'The sandbox is starting. You can send messages once it is running.' }));
       return;
     }
-    if (sandbox.status === 'terminating') {
-      notice.replaceChildren(h('p', { text: 'The sandbox is shutting down.' }));
-      return;
-    }
     const reason = sandbox.error || sandbox.exit_reason;
     notice.replaceChildren(
       h('p', {}, h('strong', { text: sandbox.status === 'error' ? 'This sandbox stopped because of an error.' : 'This sandbox has ended.' }), reason ? ` ${humanReason(reason)}` : '', ' Its conversation stays readable; to keep working, start a new sandbox.'),

@@ -204,7 +204,7 @@ class App {
       `created ${formatRelative(sandbox.created_at)}`,
     ];
     byId('detail-facts').replaceChildren(...facts.filter(Boolean).map((fact) => h('li', { text: fact })));
-    byId('terminate').hidden = ENDED.has(sandbox.status) || sandbox.status === 'terminating';
+    byId('terminate').hidden = ENDED.has(sandbox.status);
   }
 
   notify(text, tone = 'info') {

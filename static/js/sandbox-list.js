@@ -4,11 +4,11 @@ import { formatRelative, shortId } from './format.js';
 
 const PAGE_SIZE = 50;
 const POLL_MS = 5000;
-/** While a sandbox is starting or stopping its status changes soon: look more often. */
+/** While a sandbox is starting its status changes soon: look more often. */
 const FAST_POLL_MS = 1500;
-const TRANSITIONAL = new Set(['creating', 'terminating']);
+const TRANSITIONAL = new Set(['creating']);
 
-export const STATUS_LABELS = { creating: 'Starting', running: 'Running', terminating: 'Stopping', terminated: 'Ended', error: 'Error' };
+export const STATUS_LABELS = { creating: 'Starting', running: 'Running', terminated: 'Ended', error: 'Error' };
 
 /** The sandboxes of the account, newest first, kept fresh by polling while the page is visible. */
 export class SandboxList {

@@ -1,10 +1,11 @@
-import { Controller, Get, HttpStatus, Param, ParseUUIDPipe, Put, Query, Req, StreamableFile } from '@nestjs/common';
+import { Controller, Get, HttpStatus, Put, Query, Req, StreamableFile, UseGuards } from '@nestjs/common';
 import { ApiConsumes, ApiNotFoundResponse, ApiOperation, ApiPayloadTooLargeResponse, ApiProduces, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { IsOptional, IsString, MaxLength } from 'class-validator';
 import type { Request } from 'express';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { Authenticated } from '../auth/auth-policy.decorator';
-import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
+import { CurrentSandbox, SandboxAccessGuard } from '../sandboxes/sandbox-access.guard';
+import type { Sandbox } from '../sandboxes/sandbox.entity';
 import { FileEntryResponse, FilesService } from './files.service';
 
 class DirectoryQuery {
@@ -22,6 +23,7 @@ class FileQuery {
 @ApiTags('files')
 @Controller('api/sandboxes/:id/files')
 @Authenticated()
+@UseGuards(SandboxAccessGuard)
 @ApiNotFoundResponse({ description: 'No such sandbox, file or directory' })
 export class FilesController {
   constructor(private readonly files: FilesService) {}
@@ -29,15 +31,15 @@ export class FilesController {
   @Get()
   @ApiOperation({ operationId: 'listFiles', summary: "Entries of a directory in the sandbox's volume" })
   @ApiEnvelope(FileEntryResponse, { isArray: true })
-  list(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Query() query: DirectoryQuery): Promise<FileEntryResponse[]> {
-    return this.files.list(user.accountId, id, query.path ?? '');
+  list(@CurrentSandbox() sandbox: Sandbox, @Query() query: DirectoryQuery): Promise<FileEntryResponse[]> {
+    return this.files.list(sandbox, query.path ?? '');
   }
 
   @Get('content')
   @ApiOperation({ operationId: 'downloadFile', summary: 'The file, streamed' })
   @ApiProduces('application/octet-stream')
-  download(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Query() query: FileQuery): Promise<StreamableFile> {
-    return this.files.download(user.accountId, id, query.path);
+  download(@CurrentSandbox() sandbox: Sandbox, @Query() query: FileQuery): Promise<StreamableFile> {
+    return this.files.download(sandbox, query.path);
   }
 
   @Put('content')
@@ -45,7 +47,7 @@ export class FilesController {
   @ApiConsumes('application/octet-stream')
   @ApiEnvelope(FileEntryResponse, { status: HttpStatus.OK })
   @ApiPayloadTooLargeResponse({ description: 'Larger than FILE_UPLOAD_LIMIT_BYTES' })
-  upload(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Query() query: FileQuery, @Req() request: Request): Promise<FileEntryResponse> {
-    return this.files.upload(user.accountId, id, query.path, request, Number(request.headers['content-length'] ?? NaN));
+  upload(@CurrentSandbox() sandbox: Sandbox, @Query() query: FileQuery, @Req() request: Request): Promise<FileEntryResponse> {
+    return this.files.upload(sandbox, query.path, request, Number(request.headers['content-length'] ?? NaN));
   }
 }

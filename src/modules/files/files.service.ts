@@ -6,6 +6,7 @@ import { AppConfig } from '../../config/app-config';
 import { PayloadTooLargeError } from '../../common/domain-error';
 import { VolumeEntry } from '../../integrations/sandbox/sandbox-provider';
 import { VolumePathNotFoundError } from '../../integrations/sandbox/sandbox-provider.errors';
+import type { Sandbox } from '../sandboxes/sandbox.entity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -51,13 +52,13 @@ export class FilesService {
     private readonly config: AppConfig,
   ) {}
 
-  async list(accountId: string, sandboxId: string, path: string): Promise<FileEntryResponse[]> {
-    const volume = this.sandboxes.volumeOf(await this.sandboxes.findOwned(accountId, sandboxId));
+  async list(sandbox: Sandbox, path: string): Promise<FileEntryResponse[]> {
+    const volume = this.sandboxes.volumeOf(sandbox);
     return (await volume.list(path)).map(FileEntryResponse.from);
   }
 
-  async download(accountId: string, sandboxId: string, path: string): Promise<StreamableFile> {
-    const volume = this.sandboxes.volumeOf(await this.sandboxes.findOwned(accountId, sandboxId));
+  async download(sandbox: Sandbox, path: string): Promise<StreamableFile> {
+    const volume = this.sandboxes.volumeOf(sandbox);
     const entry = await volume.stat(path);
     if (!entry || entry.type !== 'file') throw new VolumePathNotFoundError(path);
     const name = posix.basename(entry.path);
@@ -68,10 +69,9 @@ export class FilesService {
     });
   }
 
-  async upload(accountId: string, sandboxId: string, path: string, body: Readable, declaredLength: number): Promise<FileEntryResponse> {
+  async upload(sandbox: Sandbox, path: string, body: Readable, declaredLength: number): Promise<FileEntryResponse> {
     const limit = this.config.storage.fileUploadLimitBytes;
     if (declaredLength > limit) throw new UploadTooLargeError(limit);
-    const sandbox = await this.sandboxes.findOwned(accountId, sandboxId);
     const volume = this.sandboxes.volumeOf(sandbox);
     await volume.write(path, body.pipe(limitBytes(limit)));
     await this.sandboxes.touch(sandbox.id);

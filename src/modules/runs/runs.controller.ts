@@ -1,5 +1,5 @@
-import { Body, Controller, Get, Headers, HttpCode, HttpStatus, MessageEvent, Param, ParseUUIDPipe, Post, Query, Res, Sse, UseGuards } from '@nestjs/common';
-import { ApiAcceptedResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiProduces, ApiQuery, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, HttpCode, HttpStatus, MessageEvent, Post, Res, Sse, UseGuards } from '@nestjs/common';
+import { ApiAcceptedResponse, ApiBadRequestResponse, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiProduces, ApiQuery, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { interval, map, Observable } from 'rxjs';
 import { AppConfig } from '../../config/app-config';
@@ -7,9 +7,12 @@ import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { RawResponse } from '../../common/response-envelope.interceptor';
 import { Authenticated } from '../auth/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
+import { CurrentSandbox } from '../sandboxes/sandbox-access.guard';
+import type { Sandbox } from '../sandboxes/sandbox.entity';
+import type { Run } from './run.entity';
 import { CreateRunDto, RunCreatedResponse, RunResponse } from './run.dto';
 import { RunEventLog, StoredEvent } from './run-event-log';
-import { RunStreamGuard } from './run-stream.guard';
+import { CurrentRun, ResumePosition, ResumePositionPipe, RunAccessGuard } from './run-access.guard';
 import { RunsService } from './runs.service';
 
 const CLAUDE_LINE_TYPES = new Set(['system', 'assistant', 'user', 'stream_event', 'result']);
@@ -17,6 +20,7 @@ const CLAUDE_LINE_TYPES = new Set(['system', 'assistant', 'user', 'stream_event'
 @ApiTags('runs')
 @Controller('api/sandboxes/:id')
 @Authenticated()
+@UseGuards(RunAccessGuard)
 @ApiNotFoundResponse({ description: 'No such sandbox or run in your account' })
 export class RunsController {
   constructor(
@@ -31,16 +35,16 @@ export class RunsController {
   @ApiEnvelope(RunCreatedResponse, { status: HttpStatus.ACCEPTED })
   @ApiConflictResponse({ description: 'A run is already active in this sandbox, or the sandbox is not running' })
   @ApiServiceUnavailableResponse({ description: 'No model credentials are configured' })
-  async create(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Body() dto: CreateRunDto): Promise<RunCreatedResponse> {
-    const run = await this.runs.start(user.accountId, user.id, sandboxId, dto);
+  async create(@CurrentUser() user: AuthenticatedUser, @CurrentSandbox() sandbox: Sandbox, @Body() dto: CreateRunDto): Promise<RunCreatedResponse> {
+    const run = await this.runs.start(user.accountId, user.id, sandbox.id, dto);
     return { run_id: run.id, status: run.status };
   }
 
   @Get('runs')
   @ApiOperation({ operationId: 'listRuns', summary: 'Run history of the sandbox, newest first' })
   @ApiEnvelope(RunResponse, { isArray: true })
-  async list(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string): Promise<RunResponse[]> {
-    const runs = await this.runs.list(user.accountId, sandboxId);
+  async list(@CurrentSandbox() sandbox: Sandbox): Promise<RunResponse[]> {
+    const runs = await this.runs.list(sandbox.accountId, sandbox.id);
     const usage = await this.runs.modelUsageOf(runs.map((run) => run.id));
     return runs.map((run) => RunResponse.from(run, usage.get(run.id) ?? null));
   }
@@ -48,8 +52,7 @@ export class RunsController {
   @Get('runs/:run_id')
   @ApiOperation({ operationId: 'getRun', summary: 'One run with its outcome, cost and usage' })
   @ApiEnvelope(RunResponse)
-  async get(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Param('run_id', new ParseUUIDPipe()) runId: string): Promise<RunResponse> {
-    const run = await this.runs.get(user.accountId, sandboxId, runId);
+  async get(@CurrentRun() run: Run): Promise<RunResponse> {
     return RunResponse.from(run, (await this.runs.modelUsageOf([run.id])).get(run.id) ?? null);
   }
 
@@ -57,18 +60,18 @@ export class RunsController {
   @HttpCode(HttpStatus.OK)
   @ApiOperation({ operationId: 'cancelRun', summary: 'Kill the Claude process of an active run (status cancelled)' })
   @ApiEnvelope(RunResponse)
-  async cancel(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Param('run_id', new ParseUUIDPipe()) runId: string): Promise<RunResponse> {
-    return RunResponse.from(await this.runs.cancel(user.accountId, sandboxId, runId));
+  async cancel(@CurrentRun() run: Run): Promise<RunResponse> {
+    return RunResponse.from(await this.runs.cancel(run.accountId, run.sandboxId, run.id));
   }
 
   @Sse('runs/:run_id/events')
-  @UseGuards(RunStreamGuard)
   @RawResponse()
   @ApiOperation({ operationId: 'streamRunEvents', summary: 'Server-Sent Events of the run: replay after Last-Event-ID (or ?after=), then live, ending with done' })
   @ApiProduces('text/event-stream')
-  @ApiQuery({ name: 'after', required: false, description: 'Replay events with a sequence number above this one' })
-  stream(@Param('run_id') runId: string, @Headers('last-event-id') lastEventId?: string, @Query('after') after?: string): Observable<MessageEvent> {
-    const events = this.events.follow(runId, Number(lastEventId ?? after ?? 0)).pipe(map(toMessageEvent));
+  @ApiQuery({ name: 'after', required: false, description: 'Replay events with a sequence number above this one', example: 12 })
+  @ApiBadRequestResponse({ description: 'Last-Event-ID or after is not an event sequence number' })
+  stream(@CurrentRun() run: Run, @ResumePosition(ResumePositionPipe) after: number | undefined): Observable<MessageEvent> {
+    const events = this.eventsOf(run, after ?? 0).pipe(map(toMessageEvent));
     const heartbeat = interval(this.config.claude.sseHeartbeatSeconds * 1000).pipe(map((): MessageEvent => ({ comment: 'ping' }) as unknown as MessageEvent));
     return new Observable<MessageEvent>((subscriber) => {
       const beats = heartbeat.subscribe(subscriber);
@@ -85,11 +88,11 @@ export class RunsController {
   @ApiOperation({ operationId: 'runClaudeStreaming', summary: 'Seed-compatible: run Claude and stream each stream-json line as `data:`, then `data: [DONE]`' })
   @ApiProduces('text/event-stream')
   @ApiAcceptedResponse({ description: 'text/event-stream of stream-json lines' })
-  async claude(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) sandboxId: string, @Body() dto: CreateRunDto, @Res() response: Response): Promise<void> {
-    const run = await this.runs.start(user.accountId, user.id, sandboxId, dto);
+  async claude(@CurrentUser() user: AuthenticatedUser, @CurrentSandbox() sandbox: Sandbox, @Body() dto: CreateRunDto, @Res() response: Response): Promise<void> {
+    const run = await this.runs.start(user.accountId, user.id, sandbox.id, dto);
     response.status(HttpStatus.OK).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no', 'X-Run-Id': run.id });
     response.flushHeaders();
-    const subscription = this.events.follow(run.id, 0).subscribe({
+    const subscription = this.eventsOf(run, 0).subscribe({
       next: (event) => {
         const line = seedLineOf(event);
         if (line !== undefined) response.write(`data: ${line}\n\n`);
@@ -98,6 +101,11 @@ export class RunsController {
       error: () => response.end('data: [DONE]\n\n'),
     });
     response.on('close', () => subscription.unsubscribe());
+  }
+
+  /** The one event source of both streams: the run's stored events after a position, then live ones. */
+  private eventsOf(run: Run, after: number): Observable<StoredEvent> {
+    return this.events.follow(run.id, after);
   }
 }
 

@@ -1,10 +1,7 @@
-import type { SnapshotLocation } from '../snapshots/snapshot-engine';
+import type { WorkspaceStorage } from '../snapshots/snapshots.service';
 import type { Sandbox } from './sandbox.entity';
 
-/** Where a sandbox's workspace snapshots live: its bucket (or the default one), prefix and account. */
-export function snapshotLocationOf(sandbox: Sandbox, defaultBucket: string): SnapshotLocation {
-  return { bucket: sandbox.config.s3_bucket_name ?? defaultBucket, keyPrefix: sandbox.config.s3_key_prefix, accountId: sandbox.accountId };
+/** What the sandbox's snapshots are tied to, as its creator asked for it. */
+export function workspaceStorageOf(sandbox: Sandbox): WorkspaceStorage {
+  return { accountId: sandbox.accountId, volumeName: sandbox.config.volume_name, bucket: sandbox.config.s3_bucket_name, keyPrefix: sandbox.config.s3_key_prefix };
 }
-
-/** Storage is "configured" for a sandbox when its creator named a bucket: then termination syncs first. */
-export const hasStorageConfigured = (sandbox: Sandbox) => sandbox.config.s3_bucket_name !== null;

@@ -2,7 +2,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min, MinLength } from 'class-validator';
 import { IsEnvMap, IsSafeAbsolutePath } from '../../common/validators';
-import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.entity';
+import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.state-machine';
 import { MAX_NETWORK_LIST_ENTRIES, NETWORK_INPUTS, type NetworkInput } from './sandbox-network';
 
 export const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
@@ -90,7 +90,7 @@ export class CreateSandboxDto {
   @IsOptional() @IsString() @Matches(S3_BUCKET_NAME, { message: 's3_bucket_name must be a valid bucket name' })
   s3_bucket_name?: string;
 
-  @ApiPropertyOptional({ description: 'Key prefix inside the bucket; the account id is appended by the service', example: 'projects/demo/' })
+  @ApiPropertyOptional({ description: 'Key prefix inside the bucket, shared by every volume that names it; the account id is appended by the service. Without it the volume has its own location.', example: 'projects/demo/' })
   @IsOptional() @IsString() @MaxLength(512)
   s3_key_prefix?: string;
 

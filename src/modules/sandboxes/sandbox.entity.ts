@@ -1,9 +1,7 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { Account } from '../users/account.entity';
 import type { EnforcedLimits, SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
-
-export const SANDBOX_STATUSES = ['creating', 'running', 'terminating', 'terminated', 'error'] as const;
-export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+import type { SandboxStatus } from './sandbox.state-machine';
 
 /** What the user asked for, as stored: secret names only, never values. */
 export interface SandboxConfig {
@@ -22,7 +20,11 @@ export interface SandboxConfig {
   timeout_seconds: number;
   idle_timeout_seconds: number | null;
   s3_bucket_name: string | null;
-  s3_key_prefix: string;
+  /**
+   * null: the volume's own snapshot location (rows written since snapshots are kept per volume).
+   * '' in older rows means what it meant then: the account's location shared by all its volumes.
+   */
+  s3_key_prefix: string | null;
   init_from_s3: boolean;
   snapshot_version: number | null;
 }
@@ -50,6 +52,7 @@ export class Sandbox {
   @Column({ type: 'varchar', length: 128, nullable: true })
   providerSandboxId: string | null;
 
+  /** Changed only through ./sandbox.state-machine.ts. */
   @Column({ type: 'varchar', length: 16 })
   status: SandboxStatus;
 

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import type { SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
-import { SANDBOX_STATUSES, Sandbox, type SandboxStatus } from './sandbox.entity';
+import { Sandbox } from './sandbox.entity';
+import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.state-machine';
 import { NETWORK_MODES, networkOfConfig } from './sandbox-network';
 
 export class SandboxResponse {
@@ -20,7 +21,7 @@ export class SandboxResponse {
   @ApiProperty() timeout_seconds: number;
   @ApiProperty({ nullable: true, type: Number }) idle_timeout_seconds: number | null;
   @ApiProperty({ nullable: true, type: String }) s3_bucket_name: string | null;
-  @ApiProperty() s3_key_prefix: string;
+  @ApiProperty({ nullable: true, type: String, description: "null: the volume's own snapshot location", example: 'projects/demo/' }) s3_key_prefix: string | null;
   @ApiProperty() init_from_s3: boolean;
   @ApiPropertyOptional({
     description:

@@ -1,9 +1,11 @@
-import { Body, Controller, Delete, Get, HttpCode, HttpStatus, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, HttpStatus, Post, Query, UseGuards } from '@nestjs/common';
 import { ApiBadGatewayResponse, ApiBadRequestResponse, ApiBody, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiTags, ApiUnprocessableEntityResponse } from '@nestjs/swagger';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { Paginated } from '../../common/response-envelope.interceptor';
 import { Authenticated } from '../auth/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
+import { CurrentSandbox, SandboxAccessGuard } from './sandbox-access.guard';
+import type { Sandbox } from './sandbox.entity';
 import { CreateSandboxDto, ExecDto, ExecResponse, ListSandboxesQuery, TerminateSandboxQuery } from './sandbox.dto';
 import { SandboxResponse } from './sandbox.response';
 import { SandboxesService } from './sandboxes.service';
@@ -44,27 +46,30 @@ export class SandboxesController {
   }
 
   @Get(':id')
+  @UseGuards(SandboxAccessGuard)
   @ApiOperation({ operationId: 'getSandbox', summary: 'A sandbox with its current status (checked with the engine)' })
   @ApiEnvelope(SandboxResponse)
-  async get(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string): Promise<SandboxResponse> {
-    return SandboxResponse.from(await this.sandboxes.get(user.accountId, id));
+  async get(@CurrentSandbox() sandbox: Sandbox): Promise<SandboxResponse> {
+    return SandboxResponse.from(await this.sandboxes.refresh(sandbox));
   }
 
   @Delete(':id')
-  @ApiOperation({ operationId: 'terminateSandbox', summary: 'Terminate (idempotent); snapshots the workspace first when the sandbox has a bucket, unless sync=false' })
+  @UseGuards(SandboxAccessGuard)
+  @ApiOperation({ operationId: 'terminateSandbox', summary: 'Terminate (idempotent); snapshots the workspace first (to its bucket or the default one), unless sync=false' })
   @ApiEnvelope(SandboxResponse)
   @ApiBadGatewayResponse({ description: 'The final snapshot failed; the sandbox is still running (retry, or force=true)' })
-  async terminate(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Query() query: TerminateSandboxQuery): Promise<SandboxResponse> {
-    const { sandbox } = await this.sandboxes.terminate(user.accountId, id, { sync: query.sync !== 'false', force: query.force === 'true' });
+  async terminate(@CurrentSandbox() stored: Sandbox, @Query() query: TerminateSandboxQuery): Promise<SandboxResponse> {
+    const { sandbox } = await this.sandboxes.terminate(stored, { sync: query.sync !== 'false', force: query.force === 'true' });
     return SandboxResponse.from(sandbox);
   }
 
   @Post(':id/exec')
+  @UseGuards(SandboxAccessGuard)
   @HttpCode(HttpStatus.OK)
   @ApiOperation({ operationId: 'execInSandbox', summary: 'Run an argv in the sandbox and return its exit code and (capped) output' })
   @ApiEnvelope(ExecResponse)
   @ApiConflictResponse({ description: 'The sandbox is not running' })
-  exec(@CurrentUser() user: AuthenticatedUser, @Param('id', new ParseUUIDPipe()) id: string, @Body() dto: ExecDto): Promise<ExecResponse> {
-    return this.sandboxes.exec(user.accountId, id, dto);
+  exec(@CurrentSandbox() sandbox: Sandbox, @Body() dto: ExecDto): Promise<ExecResponse> {
+    return this.sandboxes.exec(sandbox, dto);
   }
 }

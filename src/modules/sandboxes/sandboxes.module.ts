@@ -1,19 +1,21 @@
 import { Module, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { SandboxProviderModule } from '../../integrations/sandbox/sandbox-provider.module';
-import { StorageModule } from '../../integrations/storage/storage.module';
+import { SnapshotsModule } from '../snapshots/snapshots.module';
 import { Sandbox } from './sandbox.entity';
+import { SandboxAccessGuard } from './sandbox-access.guard';
+import { SandboxSnapshotsController } from './sandbox-snapshots.controller';
 import { SandboxesController } from './sandboxes.controller';
 import { SandboxesService } from './sandboxes.service';
 import { SecretsStore } from './secrets.store';
 
-const IDLE_SWEEP_MS = 10_000;
+const SWEEP_MS = 10_000;
 
 @Module({
-  imports: [TypeOrmModule.forFeature([Sandbox]), SandboxProviderModule, StorageModule],
-  controllers: [SandboxesController],
-  providers: [SandboxesService, SecretsStore],
-  exports: [SandboxesService, SandboxProviderModule, StorageModule],
+  imports: [TypeOrmModule.forFeature([Sandbox]), SandboxProviderModule, SnapshotsModule],
+  controllers: [SandboxesController, SandboxSnapshotsController],
+  providers: [SandboxesService, SecretsStore, SandboxAccessGuard],
+  exports: [SandboxesService, SandboxProviderModule, SandboxAccessGuard],
 })
 export class SandboxesModule implements OnModuleInit, OnModuleDestroy {
   private idleSweep?: NodeJS.Timeout;
@@ -21,7 +23,7 @@ export class SandboxesModule implements OnModuleInit, OnModuleDestroy {
   constructor(private readonly sandboxes: SandboxesService) {}
 
   onModuleInit(): void {
-    this.idleSweep = setInterval(() => void this.sandboxes.terminateIdle().catch(() => undefined), IDLE_SWEEP_MS).unref();
+    this.idleSweep = setInterval(() => void this.sandboxes.sweep().catch(() => undefined), SWEEP_MS).unref();
   }
 
   onModuleDestroy(): void {

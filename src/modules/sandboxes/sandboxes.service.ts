@@ -1,24 +1,26 @@
 import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { In, LessThan, Repository } from 'typeorm';
+import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
 import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { InvalidInputError } from '../../common/domain-error';
-import { KeyedLock } from '../../common/keyed-lock';
-import { assertSafeKeyPrefix } from '../snapshots/manifest';
-import { SnapshotEngine, SnapshotStats } from '../snapshots/snapshot-engine';
+import { assertSafeKeyPrefix } from '../../common/key-prefix';
+import type { SnapshotStats } from '../snapshots/snapshot.types';
+import { SnapshotsService } from '../snapshots/snapshots.service';
 import { CappedOutput } from './exec-output';
 import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';
-import { Sandbox, SandboxConfig, SandboxStatus } from './sandbox.entity';
+import { Sandbox, SandboxConfig } from './sandbox.entity';
 import { networkOfConfig, networkOfRequest } from './sandbox-network';
-import { hasStorageConfigured, snapshotLocationOf } from './sandbox-storage';
+import { ACTIVE_SANDBOX_STATUSES, assertTransition, type EndedSandboxStatus, isActive, type SandboxStatus, statusesLeadingTo } from './sandbox.state-machine';
+import { workspaceStorageOf } from './sandbox-storage';
 import { FinalSyncFailedError, SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
 import { SecretsStore } from './secrets.store';
 
 export const DEFAULT_VOLUME_NAME = 'default';
 export const DEFAULT_MOUNT_PATH = '/mnt/workspace';
-const ACTIVE: SandboxStatus[] = ['creating', 'running', 'terminating'];
+/** The sweep ends a sandbox this close to its lifetime itself, so its final snapshot is still possible. */
+const LIFETIME_LEAD_MS = 30_000;
 
 export interface Page<T> {
   items: T[];
@@ -28,13 +30,12 @@ export interface Page<T> {
 @Injectable()
 export class SandboxesService implements OnApplicationBootstrap {
   private readonly logger = new Logger(SandboxesService.name);
-  private readonly snapshotLocks = new KeyedLock();
 
   constructor(
     @InjectRepository(Sandbox) private readonly sandboxes: Repository<Sandbox>,
     private readonly provider: SandboxProvider,
     private readonly secrets: SecretsStore,
-    private readonly snapshots: SnapshotEngine,
+    private readonly snapshots: SnapshotsService,
     private readonly config: AppConfig,
   ) {}
 
@@ -43,7 +44,7 @@ export class SandboxesService implements OnApplicationBootstrap {
    * engine sandboxes no row accounts for (e.g. the service died between creating one and saving it).
    */
   async onApplicationBootstrap(): Promise<void> {
-    const active = await this.sandboxes.findBy({ status: In(ACTIVE) });
+    const active = await this.sandboxes.findBy({ status: In([...ACTIVE_SANDBOX_STATUSES]) });
     const attached = new Set<string>();
     for (const sandbox of active) {
       const alive = sandbox.providerSandboxId !== null && (await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox)).catch(() => false));
@@ -89,8 +90,7 @@ export class SandboxesService implements OnApplicationBootstrap {
         await this.provider.terminate(handle.providerSandboxId).catch(() => undefined);
         throw error;
       });
-      sandbox.status = 'running';
-      await this.sandboxes.save(sandbox);
+      await this.moveTo(sandbox, 'running');
       this.logger.log({ sandbox_id: sandbox.id, provider_sandbox_id: handle.providerSandboxId }, 'sandbox running');
       return sandbox;
     } catch (error) {
@@ -122,11 +122,7 @@ export class SandboxesService implements OnApplicationBootstrap {
     return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
   }
 
-  /** The caller's sandbox with its status checked against the engine; another account's is a 404. */
-  async get(accountId: string, id: string): Promise<Sandbox> {
-    return this.refresh(await this.findOwned(accountId, id));
-  }
-
+  /** The caller's sandbox as stored; another account's is a 404. */
   async findOwned(accountId: string, id: string): Promise<Sandbox> {
     const sandbox = await this.sandboxes.findOneBy({ id, accountId });
     if (!sandbox) throw new SandboxNotFoundError();
@@ -135,16 +131,15 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   /** The sandbox, which must be running now (status re-checked with the engine). */
   async requireRunning(accountId: string, id: string): Promise<Sandbox & { providerSandboxId: string }> {
-    const sandbox = await this.get(accountId, id);
-    if (sandbox.status !== 'running' || !sandbox.providerSandboxId) throw new SandboxNotRunningError(sandbox.status);
-    return sandbox as Sandbox & { providerSandboxId: string };
+    return assertRunning(await this.refresh(await this.findOwned(accountId, id)));
   }
 
-  async terminate(accountId: string, id: string, options: { sync: boolean; force: boolean }): Promise<{ sandbox: Sandbox; snapshot: SnapshotStats | null }> {
-    const sandbox = await this.get(accountId, id);
-    if (!ACTIVE.includes(sandbox.status)) return { sandbox, snapshot: null };
+  /** Idempotent; takes the final snapshot first unless sync is false, and stays running when it fails (unless force). */
+  async terminate(stored: Sandbox, options: { sync: boolean; force: boolean }): Promise<{ sandbox: Sandbox; snapshot: SnapshotStats | null }> {
+    const sandbox = await this.refresh(stored);
+    if (!isActive(sandbox.status)) return { sandbox, snapshot: null };
     let snapshot: SnapshotStats | null = null;
-    if (options.sync && hasStorageConfigured(sandbox) && sandbox.status === 'running') {
+    if (options.sync && sandbox.status === 'running') {
       try {
         snapshot = await this.snapshotWorkspace(sandbox);
       } catch (error) {
@@ -157,8 +152,8 @@ export class SandboxesService implements OnApplicationBootstrap {
     return { sandbox, snapshot };
   }
 
-  async exec(accountId: string, id: string, dto: ExecDto): Promise<ExecResponse> {
-    const sandbox = await this.requireRunning(accountId, id);
+  async exec(stored: Sandbox, dto: ExecDto): Promise<ExecResponse> {
+    const sandbox = assertRunning(await this.refresh(stored));
     const startedAt = Date.now();
     const process = await this.provider.exec(sandbox.providerSandboxId, {
       argv: dto.command,
@@ -186,12 +181,9 @@ export class SandboxesService implements OnApplicationBootstrap {
     return this.provider.volume(sandbox.accountId, sandbox.config.volume_name, sandbox.providerSandboxId ?? undefined);
   }
 
-  /** One snapshot at a time per location, so two versions can never race for the same number. */
   async snapshotWorkspace(sandbox: Sandbox): Promise<SnapshotStats> {
-    const location = snapshotLocationOf(sandbox, this.config.storage.defaultBucket);
-    const key = `${location.bucket}/${location.keyPrefix}${location.accountId}`;
-    const stats = await this.snapshotLocks.run(key, () => this.snapshots.snapshot(this.volumeOf(sandbox), location));
-    this.logger.log({ sandbox_id: sandbox.id, version: stats.version, files: stats.files, bytes_uploaded: stats.bytes_uploaded }, 'workspace snapshot committed');
+    const stats = await this.snapshots.snapshot(workspaceStorageOf(sandbox), this.volumeOf(sandbox));
+    this.logger.log({ sandbox_id: sandbox.id, version: stats.version }, 'workspace snapshot taken');
     return stats;
   }
 
@@ -199,23 +191,32 @@ export class SandboxesService implements OnApplicationBootstrap {
     return this.sandboxes.update({ id }, { lastActivityAt: new Date() });
   }
 
-  /** Ends sandboxes idle for longer than their idle timeout; called periodically. */
-  async terminateIdle(now = new Date()): Promise<void> {
-    const running = await this.sandboxes.findBy({ status: 'running', lastActivityAt: LessThan(now) });
+  /**
+   * Called periodically: ends sandboxes idle for longer than their idle timeout, and those about to
+   * reach their lifetime (before the engine stops them, which would leave no way to snapshot on Modal).
+   */
+  async sweep(now = new Date()): Promise<void> {
+    const running = await this.sandboxes.findBy({ status: 'running' });
     for (const sandbox of running) {
-      const idle = sandbox.config.idle_timeout_seconds;
-      if (!idle || now.getTime() - sandbox.lastActivityAt.getTime() < idle * 1000) continue;
-      if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch(() => undefined);
-      await this.markEnded(sandbox, 'terminated', 'idle_timeout');
+      const reason = isIdle(sandbox, now) ? 'idle_timeout' : lifetimeEndsSoon(sandbox, now) ? 'timeout' : undefined;
+      if (reason) await this.endWithFinalSnapshot(sandbox, reason).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'sweep could not end the sandbox'));
     }
   }
 
+  /** Nobody waits for this end to answer, so a failed final snapshot is logged and the sandbox ends anyway. */
+  private async endWithFinalSnapshot(sandbox: Sandbox, exitReason: string): Promise<void> {
+    await this.snapshotWorkspace(sandbox).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'final snapshot failed; ending the sandbox anyway'));
+    if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch(() => undefined);
+    await this.markEnded(sandbox, 'terminated', exitReason);
+  }
+
   private async restoreWorkspace(sandbox: Sandbox): Promise<void> {
-    const restored = await this.snapshots.restore(this.volumeOf(sandbox), snapshotLocationOf(sandbox, this.config.storage.defaultBucket), sandbox.config.snapshot_version ?? undefined);
+    const restored = await this.snapshots.restore(workspaceStorageOf(sandbox), this.volumeOf(sandbox), sandbox.config.snapshot_version ?? undefined);
     this.logger.log({ sandbox_id: sandbox.id, version: restored?.version ?? null, files: restored?.files ?? 0 }, restored ? 'workspace restored' : 'no snapshot yet; volume left as it is');
   }
 
-  private async refresh(sandbox: Sandbox): Promise<Sandbox> {
+  /** The sandbox with its status checked against the engine; one that ended there is recorded as ended. */
+  async refresh(sandbox: Sandbox): Promise<Sandbox> {
     if (sandbox.status !== 'running' || !sandbox.providerSandboxId) return sandbox;
     let state: SandboxState;
     try {
@@ -229,10 +230,23 @@ export class SandboxesService implements OnApplicationBootstrap {
     return this.markEnded(sandbox, state.status, state.exitReason);
   }
 
-  private async markEnded(sandbox: Sandbox, status: 'terminated' | 'error', exitReason: string, error: string | null = null): Promise<Sandbox> {
-    Object.assign(sandbox, { status, exitReason, error, terminatedAt: new Date() });
-    await this.sandboxes.save(sandbox);
-    this.logger.log({ sandbox_id: sandbox.id, status, exit_reason: exitReason }, 'sandbox ended');
+  private async markEnded(sandbox: Sandbox, status: EndedSandboxStatus, exitReason: string, error: string | null = null): Promise<Sandbox> {
+    Object.assign(sandbox, { exitReason, error, terminatedAt: new Date() });
+    await this.moveTo(sandbox, status);
+    this.logger.log({ sandbox_id: sandbox.id, status: sandbox.status, exit_reason: sandbox.exitReason }, 'sandbox ended');
+    return sandbox;
+  }
+
+  /**
+   * The one writer of a sandbox's status. The update only applies while the stored status may still
+   * make the move, so when someone else ended the sandbox first (the sweep, a DELETE) their record stays.
+   */
+  private async moveTo(sandbox: Sandbox, status: SandboxStatus): Promise<Sandbox> {
+    assertTransition(sandbox.status, status);
+    const { providerSandboxId, limits, exitReason, error, terminatedAt } = sandbox;
+    const result = await this.sandboxes.update({ id: sandbox.id, status: In(statusesLeadingTo(status)) }, { status, providerSandboxId, limits, exitReason, error, terminatedAt });
+    if (result.affected === 0) return Object.assign(sandbox, await this.sandboxes.findOneByOrFail({ id: sandbox.id }));
+    sandbox.status = status;
     return sandbox;
   }
 
@@ -244,9 +258,9 @@ export class SandboxesService implements OnApplicationBootstrap {
     if (dto.s3_bucket_name !== undefined && !this.config.storage.allowedBuckets.includes(dto.s3_bucket_name)) {
       throw new SandboxFieldError('s3_bucket_name', 'is not an allowed bucket (STORAGE_ALLOWED_BUCKETS)');
     }
-    const keyPrefix = dto.s3_key_prefix ?? '';
+    const keyPrefix = dto.s3_key_prefix ?? null;
     try {
-      assertSafeKeyPrefix(keyPrefix);
+      if (keyPrefix !== null) assertSafeKeyPrefix(keyPrefix);
     } catch (error) {
       if (error instanceof InvalidInputError) throw new SandboxFieldError('s3_key_prefix', error.message);
       throw error;
@@ -271,6 +285,11 @@ export class SandboxesService implements OnApplicationBootstrap {
     };
   }
 
+  private bucketMountOf(sandbox: Sandbox): SandboxSpec['bucketMount'] {
+    const mount = this.snapshots.bucketMountOf(workspaceStorageOf(sandbox));
+    return mount && { ...mount, readOnly: false };
+  }
+
   private specOf(sandbox: Sandbox): SandboxSpec {
     const { config } = sandbox;
     return {
@@ -286,9 +305,25 @@ export class SandboxesService implements OnApplicationBootstrap {
       network: networkOfConfig(config),
       timeoutSeconds: config.timeout_seconds,
       idleTimeoutSeconds: config.idle_timeout_seconds ?? undefined,
-      bucketMount: config.s3_bucket_name ? { bucket: config.s3_bucket_name, keyPrefix: `${config.s3_key_prefix}${sandbox.accountId}/`, readOnly: false } : undefined,
+      bucketMount: this.bucketMountOf(sandbox),
     };
   }
+}
+
+function assertRunning(sandbox: Sandbox): Sandbox & { providerSandboxId: string } {
+  if (sandbox.status !== 'running' || !sandbox.providerSandboxId) throw new SandboxNotRunningError(sandbox.status);
+  return sandbox as Sandbox & { providerSandboxId: string };
+}
+
+function isIdle(sandbox: Sandbox, now: Date): boolean {
+  const idle = sandbox.config.idle_timeout_seconds;
+  return idle !== null && now.getTime() - sandbox.lastActivityAt.getTime() >= idle * 1000;
+}
+
+/** Only lifetimes long enough for the sweep to act before the engine does. */
+function lifetimeEndsSoon(sandbox: Sandbox, now: Date): boolean {
+  const lifetimeMs = sandbox.config.timeout_seconds * 1000;
+  return lifetimeMs > 2 * LIFETIME_LEAD_MS && sandbox.createdAt.getTime() + lifetimeMs - now.getTime() <= LIFETIME_LEAD_MS;
 }
 
 function encodeCursor(sandbox: Sandbox): string {

@@ -1,5 +1,6 @@
 import { InvalidInputError } from '../../common/domain-error';
-import type { SnapshotLocation } from './snapshot-engine';
+import { accountKeyBase, assertSafeKeyPrefix } from '../../common/key-prefix';
+import type { SnapshotLocation } from './snapshot.types';
 import { CorruptManifestError } from './snapshot.errors';
 
 export const MANIFEST_FORMAT = 1;
@@ -39,22 +40,8 @@ export interface SnapshotManifest {
 }
 
 const ACCOUNT_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
-const MAX_KEY_PREFIX_LENGTH = 512;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MANIFEST_NAME = /^(\d{1,15})\.json$/;
-
-/** Refuses key prefixes that could climb out of, or hide inside, another prefix. */
-export function assertSafeKeyPrefix(prefix: string): void {
-  if (prefix.length > MAX_KEY_PREFIX_LENGTH) throw new InvalidInputError(`key prefix is longer than ${MAX_KEY_PREFIX_LENGTH} characters`);
-  if (CONTROL_CHARACTERS.test(prefix)) throw new InvalidInputError('key prefix contains control characters');
-  if (prefix.startsWith('/')) throw new InvalidInputError("key prefix must not start with '/'");
-  const segments = prefix.split('/');
-  if (prefix.endsWith('/')) segments.pop();
-  if (prefix !== '' && segments.some((segment) => segment === '' || segment === '.' || segment === '..')) {
-    throw new InvalidInputError("key prefix must not contain '..', '.' or empty segments");
-  }
-}
 
 /**
  * Where a version lives in the bucket: files at `{keyPrefix}{accountId}/{version}/{path}`, manifests
@@ -67,9 +54,8 @@ export class SnapshotLayout {
   constructor(location: SnapshotLocation) {
     assertSafeKeyPrefix(location.keyPrefix);
     if (!ACCOUNT_ID.test(location.accountId)) throw new InvalidInputError('account id is not a plain identifier');
-    const prefix = location.keyPrefix === '' || location.keyPrefix.endsWith('/') ? location.keyPrefix : `${location.keyPrefix}/`;
     this.bucket = location.bucket;
-    this.accountBase = `${prefix}${location.accountId}/`;
+    this.accountBase = accountKeyBase(location.keyPrefix, location.accountId);
   }
 
   versionPrefix(version: number): string {

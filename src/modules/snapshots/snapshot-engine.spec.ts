@@ -9,7 +9,8 @@ import type { VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { ProviderFailureError } from '../../integrations/sandbox/sandbox-provider.errors';
 import { LocalObjectStore } from '../../integrations/storage/local-object-store';
 import { StorageUnavailableError } from '../../integrations/storage/object-store.errors';
-import { SnapshotEngine, type SnapshotLocation } from './snapshot-engine';
+import { SnapshotEngine } from './snapshot-engine';
+import type { SnapshotLocation } from './snapshot.types';
 import { CorruptManifestError, RestoreFailedError, SnapshotFailedError, SnapshotVersionNotFoundError } from './snapshot.errors';
 
 const BUCKET = 'snapshots';

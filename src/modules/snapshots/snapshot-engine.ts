@@ -17,46 +17,7 @@ import {
   type SnapshotManifest,
 } from './manifest';
 import { CorruptManifestError, RestoreFailedError, SnapshotFailedError, SnapshotVersionNotFoundError } from './snapshot.errors';
-
-/** Where an account's snapshots live; the engine always adds the account segment after keyPrefix. */
-export interface SnapshotLocation {
-  bucket: string;
-  keyPrefix: string;
-  accountId: string;
-}
-
-export interface FileFailure {
-  path: string;
-  error: string;
-}
-
-export interface SnapshotStats {
-  version: number;
-  files: number;
-  bytes_total: number;
-  /** Content bytes sent to the store; files unchanged since the latest version are copied instead. */
-  bytes_uploaded: number;
-  files_copied: number;
-  duration_ms: number;
-  errors: FileFailure[];
-  skipped: { path: string; reason: string }[];
-}
-
-export interface RestoreStats {
-  version: number;
-  files: number;
-  bytes_total: number;
-  directories: number;
-  symlinks: number;
-  duration_ms: number;
-}
-
-export interface SnapshotVersionSummary {
-  version: number;
-  created_at: string;
-  files: number;
-  bytes: number;
-}
+import type { FileFailure, RestoreStats, SnapshotLocation, SnapshotStats, SnapshotVersionSummary } from './snapshot.types';
 
 /**
  * Small files are latency-bound (one request each), so many move at once; a larger upload buffers up

@@ -1,5 +1,5 @@
 import { NotFoundError, UpstreamError } from '../../common/domain-error';
-import type { FileFailure, SnapshotStats } from './snapshot-engine';
+import type { FileFailure, SnapshotStats } from './snapshot.types';
 
 /** Failures named in an error message; the full list is in the details. */
 const NAMED_IN_MESSAGE = 5;

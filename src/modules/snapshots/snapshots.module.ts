@@ -1,6 +1,11 @@
 import { Module } from '@nestjs/common';
-import { SandboxesModule } from '../sandboxes/sandboxes.module';
-import { SnapshotsController } from './snapshots.controller';
+import { StorageModule } from '../../integrations/storage/storage.module';
+import { SnapshotEngine } from './snapshot-engine';
+import { SnapshotsService } from './snapshots.service';
 
-@Module({ imports: [SandboxesModule], controllers: [SnapshotsController] })
+@Module({
+  imports: [StorageModule],
+  providers: [SnapshotEngine, SnapshotsService],
+  exports: [SnapshotsService],
+})
 export class SnapshotsModule {}

@@ -2,6 +2,7 @@ import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { App, CloudBucketMount, SandboxCreateParams, Volume } from 'modal';
 import { AppConfig } from '../../../config/app-config';
+import { normalizeKeyPrefix } from '../../../common/key-prefix';
 import {
   type CreateHooks,
   type ExecRequest,
@@ -253,7 +254,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       modal.cloudBucketMounts.create(mount.bucket, {
         secret,
         readOnly: mount.readOnly,
-        ...(mount.keyPrefix ? { keyPrefix: mount.keyPrefix.endsWith('/') ? mount.keyPrefix : `${mount.keyPrefix}/` } : {}),
+        ...(mount.keyPrefix ? { keyPrefix: normalizeKeyPrefix(mount.keyPrefix) } : {}),
         ...(endpoint ? { bucketEndpointUrl: endpoint } : {}),
       }),
     );
