@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,8 +37,10 @@ export function connectOnHost(host: string, port: number): Promise<void> {
  */
 export class TestPeerHost {
   private constructor(
-    private readonly name: string,
+    /** A process holding the peer's network namespace (`unshare --net`); its namespace dies with it. */
+    private readonly holder: ChildProcess,
     private readonly server: ChildProcess,
+    private readonly hostLink: string,
     readonly address: string,
     readonly otherAddress: string,
     readonly port: number,
@@ -46,46 +48,44 @@ export class TestPeerHost {
   ) {}
 
   static async start(): Promise<TestPeerHost> {
-    const slot = claimSlot() * 8; // one /29 per peer: parallel jest workers never share a subnet
-    const [hostSide, address, otherAddress] = [slot + 1, slot + 2, slot + 3].map((last) => `198.51.100.${last}`);
-    const name = `mssp${process.pid}s${slot / 8}`;
-    const [hostLink, peerLink] = [`${name}h`, `${name}p`];
-    const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-    TestPeerHost.remove(name);
+    const slot = claimSlot(); // one /29 per peer: parallel jest workers never share a subnet
+    const [hostSide, address, otherAddress] = [1, 2, 3].map((last) => `198.51.100.${slot * 8 + last}`);
+    const hostLink = `mssp${process.pid}s${slot}`;
+    // Unnamed namespaces: `ip netns add` races with itself when several processes set up /run/netns at once.
+    const holder = spawn('unshare', ['--net', 'sleep', 'infinity'], { stdio: 'ignore' });
     try {
-      return await TestPeerHost.make(name, hostLink, peerLink, { hostSide, address, otherAddress }, slot / 8);
+      await untilOwnNetworkNamespace(holder.pid!);
+      return await TestPeerHost.make(holder, hostLink, { hostSide, address, otherAddress }, slot);
     } catch (error) {
-      TestPeerHost.remove(name);
-      releaseSlot(slot / 8);
+      holder.kill('SIGKILL');
+      deleteLink(hostLink);
+      releaseSlot(slot);
       throw error;
     }
   }
 
-  private static async make(name: string, hostLink: string, peerLink: string, addresses: { hostSide: string; address: string; otherAddress: string }, slot: number): Promise<TestPeerHost> {
+  private static async make(holder: ChildProcess, hostLink: string, addresses: { hostSide: string; address: string; otherAddress: string }, slot: number): Promise<TestPeerHost> {
     const { hostSide, address, otherAddress } = addresses;
-    const run = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-    run('netns', 'add', name);
-    run('link', 'add', hostLink, 'type', 'veth', 'peer', 'name', peerLink);
-    run('link', 'set', peerLink, 'netns', name);
-    run('addr', 'add', `${hostSide}/29`, 'dev', hostLink);
-    run('link', 'set', hostLink, 'up');
-    for (const args of [
-      ['addr', 'add', `${address}/29`, 'dev', peerLink],
-      ['addr', 'add', `${otherAddress}/29`, 'dev', peerLink],
-      ['link', 'set', peerLink, 'up'],
-      ['link', 'set', 'lo', 'up'],
-      ['route', 'add', 'default', 'via', hostSide],
-    ]) {
-      run('netns', 'exec', name, 'ip', ...args);
-    }
+    const pid = String(holder.pid);
+    const peerLink = 'peer0';
+    const onHost = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+    const inPeer = (...args: string[]) => execFileSync('nsenter', ['-t', pid, '-n', 'ip', ...args], { stdio: 'pipe' });
+    onHost('link', 'add', hostLink, 'type', 'veth', 'peer', 'name', peerLink, 'netns', pid);
+    onHost('addr', 'add', `${hostSide}/29`, 'dev', hostLink);
+    onHost('link', 'set', hostLink, 'up');
+    inPeer('addr', 'add', `${address}/29`, 'dev', peerLink);
+    inPeer('addr', 'add', `${otherAddress}/29`, 'dev', peerLink);
+    inPeer('link', 'set', peerLink, 'up');
+    inPeer('link', 'set', 'lo', 'up');
+    inPeer('route', 'add', 'default', 'via', hostSide);
     const port = 17000 + slot;
     const script = `require('net').createServer((s) => s.end('peer\\n')).listen(${port}, '0.0.0.0', () => console.log('listening'))`;
-    const server = spawn('ip', ['netns', 'exec', name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const server = spawn('nsenter', ['-t', pid, '-n', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve, reject) => {
       server.stdout!.once('data', () => resolve());
       server.once('exit', (code) => reject(new Error(`the peer's server exited with ${code}`)));
     });
-    return new TestPeerHost(name, server, address, otherAddress, port, slot);
+    return new TestPeerHost(holder, server, hostLink, address, otherAddress, port, slot);
   }
 
   /**
@@ -94,7 +94,7 @@ export class TestPeerHost {
    */
   async listeningSocket(): Promise<Server> {
     const script = "const s = require('net').createServer(); s.listen(0, '0.0.0.0', () => process.send('listening', s, () => process.exit(0)))";
-    const child = spawn('ip', ['netns', 'exec', this.name, process.execPath, '-e', script], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = spawn('nsenter', ['-t', String(this.holder.pid), '-n', process.execPath, '-e', script], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     return new Promise((resolve, reject) => {
       child.once('message', (_message, handle) => resolve(handle as Server));
       child.once('exit', (code) => reject(new Error(`no socket from the peer (exit ${code})`)));
@@ -103,19 +103,34 @@ export class TestPeerHost {
 
   async stop(): Promise<void> {
     this.server.kill('SIGKILL');
-    TestPeerHost.remove(this.name);
+    this.holder.kill('SIGKILL');
+    deleteLink(this.hostLink);
     releaseSlot(this.slot);
   }
+}
 
-  private static remove(name: string): void {
-    for (const args of [['link', 'del', `${name}h`], ['netns', 'del', name]]) {
-      try {
-        execFileSync('ip', args, { stdio: 'pipe' });
-      } catch {
-        // not there
-      }
-    }
+function deleteLink(name: string): void {
+  try {
+    execFileSync('ip', ['link', 'del', name], { stdio: 'pipe' });
+  } catch {
+    // gone with its namespace, or never made
   }
+}
+
+async function untilOwnNetworkNamespace(pid: number): Promise<void> {
+  const own = readlinkSync('/proc/self/ns/net');
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const theirs = (() => {
+      try {
+        return readlinkSync(`/proc/${pid}/ns/net`);
+      } catch {
+        return own;
+      }
+    })();
+    if (theirs !== own) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error('the peer got no network namespace');
 }
 
 const SLOTS = 32;
