@@ -11,8 +11,8 @@
  */
 import { request as httpRequest } from 'node:http';
 import { AppConfig } from '../src/config/app-config';
-import { ClaudeCliProvider, type ClaudeInvocation } from '../src/integrations/claude/claude.provider';
-import { CLAUDE_STATE_DIR } from '../src/modules/runs/run-executor';
+import { CLAUDE_STATE_DIR } from '../src/integrations/claude/claude-cli.agent';
+import { claudeCliInvocation, type ClaudeInvocation } from '../src/integrations/claude/claude-cli.invocation';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
 import { FakeAnthropic, type FakeStall, type FakeTurn } from '../test/support/fake-anthropic';
 import { TestPeerHost } from '../test/support/network-peer';
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     const client = api(service.url, service.adminToken);
     const sandboxId = await createSandbox(client);
     const holder = await holdRunToken(client, fake);
-    const invocation = new ClaudeCliProvider(AppConfig.fromEnvironment(env)).buildInvocation({
+    const invocation = claudeCliInvocation(AppConfig.fromEnvironment(env), {
       prompt: PROMPT,
       includePartialMessages: true,
       runsAsRoot: true,

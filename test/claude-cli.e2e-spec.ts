@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppConfig } from '../src/config/app-config';
-import { ClaudeCliProvider, ClaudeInvocationOptions } from '../src/integrations/claude/claude.provider';
+import { claudeCliInvocation, ClaudeInvocationOptions } from '../src/integrations/claude/claude-cli.invocation';
 import { ClaudeCliPlace, ClaudeCliProcess, runClaudeCli } from './support/claude-cli';
 import { FakeAnthropic, requestTexts, systemText, toolResults } from './support/fake-anthropic';
 
@@ -14,15 +14,14 @@ const API_KEY = 'sk-ant-fake-e2e-key';
 /** The real Claude Code CLI, run directly (no sandbox) against the scripted fake Messages API. */
 describe('Claude Code CLI against the fake Anthropic API', () => {
   let fake: FakeAnthropic;
-  let provider: ClaudeCliProvider;
+  let config: AppConfig;
   let claudeBin: string;
   let root: string;
   let volume: string;
 
   beforeAll(async () => {
     fake = await FakeAnthropic.start();
-    const config = AppConfig.fromEnvironment({ ANTHROPIC_API_KEY: API_KEY, ANTHROPIC_BASE_URL: fake.url });
-    provider = new ClaudeCliProvider(config);
+    config = AppConfig.fromEnvironment({ ANTHROPIC_API_KEY: API_KEY, ANTHROPIC_BASE_URL: fake.url });
     claudeBin = config.sandbox.claudeBin;
   });
 
@@ -45,7 +44,7 @@ describe('Claude Code CLI against the fake Anthropic API', () => {
   }
 
   function invocation(options: Partial<ClaudeInvocationOptions> & { prompt: string }) {
-    return provider.buildInvocation({ runsAsRoot: true, configDir: join(volume, '.claude'), ...options });
+    return claudeCliInvocation(config, { runsAsRoot: true, configDir: join(volume, '.claude'), ...options });
   }
 
   function shape(event: Record<string, unknown> & { type: string }): string {

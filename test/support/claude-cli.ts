@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { ClaudeInvocation } from '../../src/integrations/claude/claude.provider';
+import type { ClaudeInvocation } from '../../src/integrations/claude/claude-cli.invocation';
 import { ParsedLine, StreamJsonReader } from '../../src/integrations/claude/stream-json-reader';
 
 /** PATH of a minimal machine; the CLI needs a shell on it for its Bash tool. */

@@ -24,9 +24,17 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
     await fake?.stop();
   });
 
+  let created: string[] = [];
+  afterEach(async () => {
+    for (const id of created) await user.delete(`/api/sandboxes/${id}`);
+    created = [];
+  });
+  let volumes = 0;
+  /** A sandbox on a volume of its own unless named: no test continues another test's conversation. */
   const createSandbox = async (body: Record<string, unknown> = {}) => {
-    const response = await user.post('/api/sandboxes', body);
+    const response = await user.post('/api/sandboxes', { volume_name: `volume-${++volumes}`, ...body });
     expect(response.status).toBe(201);
+    created.push(response.body.data.sandbox_id);
     return response.body.data.sandbox_id as string;
   };
   const startRun = async (sandboxId: string, body: Record<string, unknown>) => {
@@ -37,27 +45,30 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   const follow = (sandboxId: string, runId: string, options: { lastEventId?: string; stopAfter?: number } = {}) =>
     readSse(`${app.url}/api/sandboxes/${sandboxId}/runs/${runId}/events`, { token, ...options });
 
-  let sandboxId: string;
-  let firstSessionId: string;
-
-  it('runs a prompt whose scripted reply writes a file, streaming every step and ending with done', async () => {
-    sandboxId = await createSandbox({ volume_name: 'conversation' });
+  /** Runs the prompt that writes hello.txt in a new sandbox on the volume; its events and session. */
+  const writeHelloFile = async (volumeName: string) => {
+    const sandboxId = await createSandbox({ volume_name: volumeName });
     fake.script([
       { content: [{ type: 'text', text: 'I will write the file.' }, { type: 'tool_use', name: 'Write', input: { file_path: '/mnt/workspace/hello.txt', content: 'hi from claude\n' } }] },
       { content: [{ type: 'text', text: 'The file is written.' }] },
     ]);
     const runId = await startRun(sandboxId, { prompt: 'Please create hello.txt', include_partial_messages: true });
     const { events } = await follow(sandboxId, runId);
+    const done = JSON.parse(events[events.length - 1].data);
+    return { sandboxId, runId, events, done, sessionId: done.session_id as string };
+  };
+
+  it('runs a prompt whose scripted reply writes a file, streaming every step and ending with done', async () => {
+    const { sandboxId, runId, events, done } = await writeHelloFile('first-run');
 
     const types = events.map((event) => event.event);
     expect(types[0]).toBe('system');
     expect(types).toEqual(expect.arrayContaining(['assistant', 'user', 'stream_event', 'result']));
     expect(types[types.length - 1]).toBe('done');
     expect(events.map((event) => Number(event.id))).toEqual(events.map((_, index) => index + 1));
-    const done = JSON.parse(events[events.length - 1].data);
     expect(done).toMatchObject({ run_id: runId, status: 'succeeded', exit_code: 0, session_id: expect.any(String) });
     expect(done.total_cost_usd).toBeGreaterThan(0);
-    firstSessionId = done.session_id;
+    const firstSessionId = done.session_id;
     const toolUse = events.filter((event) => event.event === 'assistant').flatMap((event) => JSON.parse(event.data).message.content).find((block: { type: string }) => block.type === 'tool_use');
     expect(toolUse).toMatchObject({ name: 'Write', input: { file_path: '/mnt/workspace/hello.txt' } });
 
@@ -73,6 +84,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('continues the conversation in the next run, and in a new sandbox on the same volume', async () => {
+    const { sandboxId, sessionId: firstSessionId } = await writeHelloFile('conversation');
     fake.script([{ content: [{ type: 'text', text: 'Second answer.' }] }]);
     const before = fake.conversationRequests.length;
     const second = await startRun(sandboxId, { prompt: 'What did you write?' });
@@ -91,15 +103,15 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
     const history = requestTexts(fake.conversationRequests[fake.conversationRequests.length - 1].body).join('\n');
     expect(history).toContain('Please create hello.txt');
     expect(history).toContain('What did you write?');
-    sandboxId = replacement;
 
-    const fresh = await startRun(replacement, { prompt: 'Start over', resume: false });
     fake.script([{ content: [{ type: 'text', text: 'New conversation.' }] }]);
+    const fresh = await startRun(replacement, { prompt: 'Start over', resume: false });
     const freshEvents = await follow(replacement, fresh);
     expect(JSON.parse(freshEvents.events[freshEvents.events.length - 1].data).session_id).not.toBe(firstSessionId);
   });
 
   it('replays from Last-Event-ID in the middle of a live run with no gap and no duplicate', async () => {
+    const sandboxId = await createSandbox();
     fake.script([{ content: [{ type: 'text', text: 'one two three four five six seven eight nine ten eleven twelve' }], delayMs: 150 }]);
     const runId = await startRun(sandboxId, { prompt: 'Count slowly', include_partial_messages: true });
     const first = await follow(sandboxId, runId, { stopAfter: 4 });
@@ -115,6 +127,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('gives every one of several concurrent subscribers every event', async () => {
+    const sandboxId = await createSandbox();
     fake.script([{ content: [{ type: 'text', text: 'broadcast to everyone listening' }], delayMs: 40 }]);
     const runId = await startRun(sandboxId, { prompt: 'Broadcast', include_partial_messages: true });
     const streams = await Promise.all(Array.from({ length: 5 }, () => follow(sandboxId, runId)));
@@ -123,6 +136,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('refuses a second active run with 409 and cancels a run on request', async () => {
+    const sandboxId = await createSandbox();
     fake.script([{ stall: 'silent' }]);
     const before = fake.conversationRequests.length;
     const runId = await startRun(sandboxId, { prompt: 'This will hang' });
@@ -136,6 +150,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('kills a run that stops producing output (watchdog) and marks it timed_out', async () => {
+    const sandboxId = await createSandbox();
     fake.script([{ stall: 'mid-stream' }]);
     const runId = await startRun(sandboxId, { prompt: 'Stall please' });
     const { events } = await follow(sandboxId, runId);
@@ -144,6 +159,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('speaks the seed wire format on POST …/claude and records it as a run', async () => {
+    const sandboxId = await createSandbox();
     fake.script([{ content: [{ type: 'text', text: 'Seed compatible.' }] }]);
     const { raw, contentType } = await readSse(`${app.url}/api/sandboxes/${sandboxId}/claude`, { token, method: 'POST', body: { prompt: 'Seed endpoint' } });
     expect(contentType).toContain('text/event-stream');
@@ -161,6 +177,9 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   });
 
   it('hides runs from other accounts and validates prompts', async () => {
+    const sandboxId = await createSandbox();
+    fake.script([{ content: [{ type: 'text', text: 'Something to hide.' }] }]);
+    await follow(sandboxId, await startRun(sandboxId, { prompt: 'A private run' }));
     const other = api(app.url, (await createMember(app)).token);
     const { body } = await user.get(`/api/sandboxes/${sandboxId}/runs`);
     const runId = body.data[0].run_id;

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomBytes } from 'node:crypto';
 import { In, IsNull, Repository } from 'typeorm';
+import { ACTIVE_RUN_STATUSES } from '../runs/run-state';
 import { ModelGatewayToken } from './model-gateway-token.entity';
 
 /** Recognizable in a leaked log or environment dump, and never mistaken for an Anthropic key. */
@@ -41,7 +42,8 @@ export class ModelGatewayTokens {
   async revokeEndedRuns(): Promise<void> {
     await this.tokens.query(
       `UPDATE model_gateway_token SET revoked_at = now()
-        WHERE revoked_at IS NULL AND run_id IN (SELECT id FROM run WHERE status NOT IN ('queued', 'running'))`,
+        WHERE revoked_at IS NULL AND run_id IN (SELECT id FROM run WHERE status <> ALL($1))`,
+      [ACTIVE_RUN_STATUSES],
     );
   }
 

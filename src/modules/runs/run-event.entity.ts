@@ -1,7 +1,9 @@
 import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryColumn, type Relation } from 'typeorm';
+import { CLAUDE_MESSAGE_TYPES } from '../../integrations/claude/claude.events';
 import { Run } from './run.entity';
 
-export const RUN_EVENT_TYPES = ['system', 'assistant', 'user', 'stream_event', 'result', 'output', 'stderr', 'error', 'done'] as const;
+/** Claude's own messages, then what the service adds: other output, stderr, errors and the final done. */
+export const RUN_EVENT_TYPES = [...CLAUDE_MESSAGE_TYPES, 'output', 'stderr', 'error', 'done'] as const;
 export type RunEventType = (typeof RUN_EVENT_TYPES)[number];
 
 /** Every event of a run, in order; the stream's replay reads from here. */

@@ -1,203 +1,155 @@
 import { Logger } from '@nestjs/common';
-import { PassThrough } from 'node:stream';
-import { lastValueFrom, toArray } from 'rxjs';
-import { FindManyOptions, FindOperator, InsertResult, Repository } from 'typeorm';
+import { lastValueFrom, Subject, toArray } from 'rxjs';
+import { DataSource } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
-import { ClaudeInvocation, ClaudeProvider } from '../../integrations/claude/claude.provider';
-import { ExecExit, SandboxProcess, SandboxProvider } from '../../integrations/sandbox/sandbox-provider';
+import { ClaudeAgent, ClaudeExecution, ClaudeResult } from '../../integrations/claude/claude.agent';
+import { ClaudeEvent } from '../../integrations/claude/claude.events';
 import { SandboxGoneError } from '../../integrations/sandbox/sandbox-provider.errors';
+import { openTestDatabase } from '../../testing/pglite-database';
+import { insertRunIn, insertSandbox, RUN_OPTIONS } from '../../testing/run-fixtures';
+import { strictMock } from '../../testing/strict-mock';
+import { ModelGatewayToken } from '../model-gateway/model-gateway-token.entity';
 import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
 import { RunExecutor } from './run-executor';
 import { Run, RunOptions } from './run.entity';
-import { strictMock } from '../../testing/strict-mock';
+import { RunStateStore } from './run-state.store';
 
+/** Claude as the executor sees it: the test emits its events and decides how it ends. */
+class FakeClaudeExecution implements ClaudeExecution {
+  private readonly emitted = new Subject<ClaudeEvent>();
+  readonly events$ = this.emitted.asObservable();
+  readonly result: Promise<ClaudeResult>;
+  /** Cancelling ends it like a kill would: no result message. */
+  readonly cancel = jest.fn(async () => this.end({ ...KILLED }));
+  private settle!: { resolve: (result: ClaudeResult) => void; reject: (error: Error) => void };
 
-/** The Claude process inside the sandbox: the test writes its output and decides when it exits. */
-class FakeClaudeProcess implements SandboxProcess {
-  readonly stdout = new PassThrough();
-  readonly stderr = new PassThrough();
-  /** Killing it ends it like a signal would. */
-  readonly kill = jest.fn(async () => this.exit(137));
-  private exited = false;
-  private resolveExit!: (exit: ExecExit) => void;
-  private readonly exitPromise = new Promise<ExecExit>((resolve) => (this.resolveExit = resolve));
-
-  wait(): Promise<ExecExit> {
-    return this.exitPromise;
+  constructor() {
+    this.result = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
   }
 
-  print(...lines: Array<string | object>): void {
-    for (const line of lines) this.stdout.write(`${typeof line === 'string' ? line : JSON.stringify(line)}\n`);
+  emit(...events: ClaudeEvent[]): void {
+    for (const event of events) this.emitted.next(event);
   }
 
-  printError(...lines: string[]): void {
-    for (const line of lines) this.stderr.write(`${line}\n`);
+  end(result: ClaudeResult): void {
+    this.emitted.complete();
+    this.settle.resolve(result);
   }
 
-  exit(exitCode: number): void {
-    if (this.exited) return;
-    this.exited = true;
-    this.stdout.end();
-    this.stderr.end();
-    this.resolveExit({ exitCode, timedOut: false });
+  fail(error: Error): void {
+    this.emitted.complete();
+    this.settle.reject(error);
   }
 }
 
+const SANDBOX = { providerSandboxId: 'prov-1', workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' };
+const NO_RESULT = { sessionId: null, result: null, totalCostUsd: null, usage: null, numTurns: null };
+const KILLED: ClaudeResult = { status: 'failed', error: 'Claude exited without a result. No error output.', exitCode: 137, ...NO_RESULT };
+const SUCCESS: ClaudeResult = { status: 'succeeded', error: null, exitCode: 0, sessionId: 'sess-9', result: 'All tests pass', totalCostUsd: 0.0123, usage: { input_tokens: 10, output_tokens: 20 }, numTurns: 2 };
+const message = (type: 'system' | 'assistant' | 'result', payload: Record<string, unknown> = {}): ClaudeEvent => ({ kind: 'message', type, payload: { type, ...payload } });
 const settle = () => new Promise((resolve) => setImmediate(resolve));
-const TARGET = { providerSandboxId: 'prov-1', workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' };
-const INVOCATION: ClaudeInvocation = { argv: ['claude', '-p', '--', 'fix the tests'], env: { CLAUDE_CONFIG_DIR: '/mnt/workspace/.claude-state' }, secretEnv: { ANTHROPIC_API_KEY: 'sk-ant-secret' } };
-const GATEWAY_URL = 'http://127.0.0.1:4100';
-const RUN_TOKEN = 'mgw_run-token';
-const SUCCESS = { type: 'result', subtype: 'success', is_error: false, result: 'All tests pass', session_id: 'sess-9', total_cost_usd: 0.0123, usage: { input_tokens: 10, output_tokens: 20 }, num_turns: 2 };
 
-function newRun(options: Partial<RunOptions> = {}): Run {
-  return Object.assign(new Run(), {
-    id: 'run-1',
-    sandboxId: 'sb-1',
-    accountId: 'acc-1',
-    createdBy: 'u-1',
-    prompt: 'fix the tests',
-    status: 'queued',
-    sessionId: null,
-    exitCode: null,
-    result: null,
-    totalCostUsd: null,
-    usage: null,
-    numTurns: null,
-    createdAt: new Date(),
-    startedAt: null,
-    finishedAt: null,
-    error: null,
-    options: {
-      resume: true,
-      model: null,
-      max_turns: null,
-      allowed_tools: [],
-      disallowed_tools: [],
-      append_system_prompt: null,
-      include_partial_messages: false,
-      timeout_seconds: 3600,
-      resumed_session_id: null,
-      ...options,
-    },
-  } satisfies Partial<Run>);
-}
-
-describe('RunExecutor', () => {
-  let eventRows: RunEvent[];
-  let runs: jest.Mocked<Repository<Run>>;
-  let claude: jest.Mocked<ClaudeProvider>;
-  let provider: jest.Mocked<SandboxProvider>;
+describe('RunExecutor (real PGlite database)', () => {
+  let database: Awaited<ReturnType<typeof openTestDatabase>>;
+  let dataSource: DataSource;
+  let claude: jest.Mocked<ClaudeAgent>;
+  let execution: FakeClaudeExecution;
+  let gatewayTokens: ModelGatewayTokens;
   let log: RunEventLog;
   let executor: RunExecutor;
-  let claudeProcess: FakeClaudeProcess;
-  let gatewayTokens: jest.Mocked<ModelGatewayTokens>;
-  /** For each revoke() call: whether the run's done event had already been stored. */
+  /** For each revocation of a run token: whether the run's done event was already stored. */
   let revokedAfterDone: boolean[];
+
+  beforeAll(async () => {
+    database = await openTestDatabase();
+    dataSource = database.dataSource;
+  });
+  afterAll(() => database?.close());
 
   beforeEach(() => {
     for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
-    eventRows = [];
-    const eventRepository = strictMock<Repository<RunEvent>>('runEvents', ['insert', 'find']);
-    eventRepository.insert.mockImplementation(async (row) => {
-      eventRows.push(row as RunEvent);
-      return {} as InsertResult;
-    });
-    eventRepository.find.mockImplementation(async (options?: FindManyOptions<RunEvent>) => {
-      const where = options!.where as { runId: string; seq: FindOperator<number> };
-      return eventRows.filter((row) => row.runId === where.runId && row.seq > where.seq.value);
-    });
-    log = new RunEventLog(eventRepository);
-    runs = strictMock<Repository<Run>>('runs', ['update']);
-    runs.update.mockResolvedValue({ affected: 1 } as never);
-    claude = strictMock<ClaudeProvider>('claude', ['isConfigured', 'missingCredentialsMessage', 'buildInvocation', 'supportsModelGateway']);
-    claude.buildInvocation.mockReturnValue(INVOCATION);
-    claude.supportsModelGateway.mockReturnValue(true);
-    provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'isConfigured', 'modelGatewayUrl']);
-    provider.modelGatewayUrl.mockReturnValue(GATEWAY_URL);
-    claudeProcess = new FakeClaudeProcess();
-    provider.exec.mockResolvedValue(claudeProcess);
+    execution = new FakeClaudeExecution();
+    claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage', 'modelGatewayUnavailableReason', 'start']);
+    claude.modelGatewayUnavailableReason.mockReturnValue(null);
+    claude.start.mockReturnValue(execution);
+    gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
     revokedAfterDone = [];
-    gatewayTokens = strictMock<ModelGatewayTokens>('gatewayTokens', ['issue', 'revoke']);
-    gatewayTokens.issue.mockResolvedValue(RUN_TOKEN);
-    gatewayTokens.revoke.mockImplementation(async () => void revokedAfterDone.push(eventRows.some((row) => row.type === 'done')));
-    executor = new RunExecutor(runs, log, claude, provider, AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' }), gatewayTokens);
+    const revoke = gatewayTokens.revoke.bind(gatewayTokens);
+    jest.spyOn(gatewayTokens, 'revoke').mockImplementation(async (runId) => {
+      revokedAfterDone.push((await dataSource.getRepository(RunEvent).countBy({ runId, type: 'done' })) > 0);
+      return revoke(runId);
+    });
+    log = new RunEventLog(dataSource.getRepository(RunEvent));
+    const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' });
+    executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens);
   });
   afterEach(() => {
     jest.useRealTimers();
     jest.restoreAllMocks();
   });
 
+  async function newRun(options: Partial<RunOptions> = {}): Promise<Run> {
+    return insertRunIn(dataSource, await insertSandbox(dataSource), { options: { ...RUN_OPTIONS, ...options } });
+  }
+
   /** Starts the run and returns every event its stream will carry, once it has ended. */
   function start(run: Run): Promise<StoredEvent[]> {
-    executor.start(run, TARGET);
+    executor.start(run, SANDBOX);
     return lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
   }
 
-  /** The run row as the last write left it. */
-  function storedRun(): Partial<Run> {
-    return Object.assign({}, ...runs.update.mock.calls.map(([, fields]) => fields)) as Partial<Run>;
+  /** Starts the run and lets it reach Claude; `events` as for start(). */
+  async function started(run: Run): Promise<{ events: Promise<StoredEvent[]> }> {
+    const events = start(run);
+    while (claude.start.mock.calls.length === 0) await settle();
+    return { events };
   }
 
+  const stored = (run: Run) => dataSource.getRepository(Run).findOneByOrFail({ id: run.id });
   const typesOf = (events: StoredEvent[]) => events.map((event) => event.type);
 
   /** The run's gateway token was revoked before anyone could see the run as ended. */
-  function expectTokenRevokedBeforeDone(): void {
-    expect(gatewayTokens.revoke).toHaveBeenCalledWith('run-1');
+  async function expectTokenRevokedBeforeDone(run: Run): Promise<void> {
     expect(revokedAfterDone[0]).toBe(false);
+    const [token] = await dataSource.getRepository(ModelGatewayToken).findBy({ runId: run.id });
+    expect(token.revokedAt).toEqual(expect.any(Date));
   }
 
   describe('model gateway', () => {
-    it('issues a run token and hands Claude the gateway URL and that token instead of the credentials', async () => {
-      const events = start(newRun());
-      await settle();
-      claudeProcess.print(SUCCESS);
-      claudeProcess.exit(0);
+    it('issues a run token and hands it to Claude', async () => {
+      const run = await newRun();
+      const { events } = await started(run);
+      execution.end(SUCCESS);
       await events;
 
-      expect(gatewayTokens.issue).toHaveBeenCalledWith('run-1');
-      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: { url: GATEWAY_URL, token: RUN_TOKEN } }));
-      expectTokenRevokedBeforeDone();
+      const [token] = await dataSource.getRepository(ModelGatewayToken).findBy({ runId: run.id });
+      expect(token).toBeDefined();
+      expect(claude.start).toHaveBeenCalledWith(SANDBOX, expect.objectContaining({ modelGatewayToken: expect.stringMatching(/^mgw_/) }));
+      await expectTokenRevokedBeforeDone(run);
     });
 
-    it('injects the credentials as before when the engine has no gateway URL (Modal without MODEL_GATEWAY_PUBLIC_URL)', async () => {
-      provider.modelGatewayUrl.mockReturnValue(null);
-      const events = start(newRun());
-      await settle();
-      claudeProcess.print(SUCCESS);
-      claudeProcess.exit(0);
+    it('issues no token when Claude cannot use the gateway (its credentials are injected as before)', async () => {
+      claude.modelGatewayUnavailableReason.mockReturnValue('sandboxes of this engine cannot reach the model gateway');
+      const run = await newRun();
+      const { events } = await started(run);
+      execution.end(SUCCESS);
       await events;
 
-      expect(gatewayTokens.issue).not.toHaveBeenCalled();
-      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: undefined }));
+      expect(await dataSource.getRepository(ModelGatewayToken).countBy({ runId: run.id })).toBe(0);
+      expect(claude.start).toHaveBeenCalledWith(SANDBOX, expect.objectContaining({ modelGatewayToken: undefined }));
     });
 
-    it('injects the credentials as before for Bedrock or Vertex', async () => {
-      claude.supportsModelGateway.mockReturnValue(false);
-      const events = start(newRun());
-      await settle();
-      claudeProcess.print(SUCCESS);
-      claudeProcess.exit(0);
-      await events;
-
-      expect(gatewayTokens.issue).not.toHaveBeenCalled();
-      expect(claude.buildInvocation).toHaveBeenCalledWith(expect.objectContaining({ modelGateway: undefined }));
-    });
-
-    it.each([
-      ['the engine has no gateway URL', () => provider.modelGatewayUrl.mockReturnValue(null), /can read them.*MODEL_GATEWAY_PUBLIC_URL/],
-      ['the credentials are Bedrock or Vertex', () => claude.supportsModelGateway.mockReturnValue(false), /can read them.*Bedrock and Vertex/],
-    ])('warns once at start-up that any process in a sandbox can read the credentials when %s', (_case, arrange, message) => {
+    it('warns once at start-up that any process in a sandbox can read the credentials, saying why', () => {
       const warn = jest.spyOn(Logger.prototype, 'warn');
       claude.isConfigured.mockReturnValue(true);
-      arrange();
+      claude.modelGatewayUnavailableReason.mockReturnValue('set MODEL_GATEWAY_PUBLIC_URL');
 
       executor.onApplicationBootstrap();
 
       expect(warn).toHaveBeenCalledTimes(1);
-      expect(String(warn.mock.calls[0][1])).toMatch(message);
+      expect(String(warn.mock.calls[0][1])).toMatch(/can read them.*MODEL_GATEWAY_PUBLIC_URL/);
     });
 
     it('does not warn when runs go through the gateway', () => {
@@ -210,182 +162,141 @@ describe('RunExecutor', () => {
     });
   });
 
-  it('runs Claude in the sandbox workdir, with its state on the volume and credentials only in its secret environment', async () => {
-    const run = newRun({ resumed_session_id: 'sess-1', model: 'claude-sonnet-4-5' });
-    const events = start(run);
-    await settle();
-    claudeProcess.print(SUCCESS);
-    claudeProcess.exit(0);
+  it('runs Claude with the run’s options and records the run as running', async () => {
+    const run = await newRun({ resumed_session_id: 'sess-1', model: 'claude-sonnet-4-5', allowed_tools: ['Edit'], include_partial_messages: true });
+    const { events } = await started(run);
+
+    expect(claude.start).toHaveBeenCalledWith(SANDBOX, {
+      prompt: 'fix the tests',
+      resumeSessionId: 'sess-1',
+      model: 'claude-sonnet-4-5',
+      maxTurns: undefined,
+      allowedTools: ['Edit'],
+      disallowedTools: [],
+      appendSystemPrompt: undefined,
+      includePartialMessages: true,
+      modelGatewayToken: expect.any(String),
+    });
+    expect(await stored(run)).toMatchObject({ status: 'running', startedAt: expect.any(Date) });
+    execution.end(SUCCESS);
     await events;
-
-    expect(claude.buildInvocation).toHaveBeenCalledWith(
-      expect.objectContaining({ prompt: 'fix the tests', resumeSessionId: 'sess-1', model: 'claude-sonnet-4-5', configDir: '/mnt/workspace/.claude-state' }),
-    );
-    expect(provider.exec).toHaveBeenCalledWith('prov-1', { argv: INVOCATION.argv, env: INVOCATION.env, secretEnv: INVOCATION.secretEnv, workdir: '/mnt/workspace/app' });
-    expect(runs.update).toHaveBeenCalledWith({ id: 'run-1' }, { status: 'running', startedAt: expect.any(Date) });
   });
 
-  it('turns stdout lines into events of their type, anything else into output, stderr into stderr events', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.print(
-      { type: 'system', subtype: 'init', session_id: 'sess-9' },
-      { type: 'assistant', message: { content: [{ type: 'text', text: 'On it' }] } },
-      { type: 'user', message: { content: [] } },
-      { type: 'stream_event', event: { type: 'content_block_delta' } },
-      { type: 'rate_limit_notice', retry_in: 3 },
-      'plain text from a tool',
-      '[1,2,3]',
-      SUCCESS,
+  it('records Claude’s messages as events of their type, other output as output, stderr as stderr, an oversized line as an error', async () => {
+    const run = await newRun();
+    const { events } = await started(run);
+    execution.emit(
+      message('system', { subtype: 'init' }),
+      message('assistant', { message: { content: [] } }),
+      { kind: 'output', line: 'plain text from a tool' },
+      { kind: 'stderr', line: 'warning: slow network' },
+      { kind: 'oversized', bytes: 10 * 1024 * 1024 + 10, limitBytes: 10 * 1024 * 1024 },
+      message('result', { subtype: 'success' }),
     );
-    claudeProcess.printError('warning: slow network');
-    claudeProcess.exit(0);
+    execution.end(SUCCESS);
     const all = await events;
 
-    const fromStdout = all.filter((event) => event.type !== 'stderr');
-    expect(typesOf(fromStdout)).toEqual(['system', 'assistant', 'user', 'stream_event', 'output', 'output', 'output', 'result', 'done']);
-    expect(fromStdout[1].data).toEqual({ type: 'assistant', message: { content: [{ type: 'text', text: 'On it' }] } });
-    expect(fromStdout.slice(4, 7).map((event) => event.data)).toEqual([
-      { line: JSON.stringify({ type: 'rate_limit_notice', retry_in: 3 }) },
+    expect(typesOf(all)).toEqual(['system', 'assistant', 'output', 'stderr', 'error', 'result', 'done']);
+    expect(all.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(all[1].data).toEqual({ type: 'assistant', message: { content: [] } });
+    expect(all.slice(2, 5).map((event) => event.data)).toEqual([
       { line: 'plain text from a tool' },
-      { line: '[1,2,3]' },
+      { line: 'warning: slow network' },
+      { message: expect.stringContaining('exceeded the 10 MB limit') },
     ]);
-    expect(all.filter((event) => event.type === 'stderr').map((event) => event.data)).toEqual([{ line: 'warning: slow network' }]);
-  });
-
-  it('reports a line over 10 MB as an error event and keeps reading', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.print('x'.repeat(10 * 1024 * 1024 + 10), SUCCESS);
-    claudeProcess.exit(0);
-    const all = await events;
-
-    expect(typesOf(all)).toEqual(['error', 'result', 'done']);
-    expect(all[0].data).toEqual({ message: expect.stringContaining('exceeded the 10 MB limit') });
   });
 
   it('records a successful result: status, session, cost and usage, and ends the stream with done', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.print(SUCCESS);
-    claudeProcess.exit(0);
+    const run = await newRun();
+    const { events } = await started(run);
+    execution.end(SUCCESS);
     const all = await events;
 
-    expect(storedRun()).toMatchObject({ status: 'succeeded', exitCode: 0, sessionId: 'sess-9', result: 'All tests pass', totalCostUsd: 0.0123, usage: SUCCESS.usage, numTurns: 2, error: null });
+    expect(await stored(run)).toMatchObject({ status: 'succeeded', exitCode: 0, sessionId: 'sess-9', result: 'All tests pass', totalCostUsd: 0.0123, usage: SUCCESS.usage, numTurns: 2, error: null, finishedAt: expect.any(Date) });
     expect(all[all.length - 1]).toMatchObject({
       type: 'done',
-      data: { run_id: 'run-1', status: 'succeeded', exit_code: 0, session_id: 'sess-9', total_cost_usd: 0.0123, usage: SUCCESS.usage },
+      data: { run_id: run.id, status: 'succeeded', exit_code: 0, session_id: 'sess-9', total_cost_usd: 0.0123, usage: SUCCESS.usage },
     });
     await settle();
-    expect(await executor.cancel('run-1')).toBe(false);
+    expect(await executor.cancel(run.id)).toBe(false);
   });
 
-  it('fails a run whose result is an error, with its reason', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.print({ ...SUCCESS, subtype: 'error_max_turns', is_error: true, result: 'Reached the turn limit' });
-    claudeProcess.exit(1);
+  it('fails a run whose result failed, with Claude’s reason as an error event before done', async () => {
+    const run = await newRun();
+    const { events } = await started(run);
+    execution.end({ ...SUCCESS, status: 'failed', exitCode: 1, error: 'error_max_turns: Reached the turn limit' });
     const all = await events;
 
-    expect(storedRun()).toMatchObject({ status: 'failed', sessionId: 'sess-9', error: 'error_max_turns: Reached the turn limit' });
-    expect(typesOf(all).slice(-2)).toEqual(['error', 'done']);
-  });
-
-  it('fails a run that exits without a result, quoting the end of its error output', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.printError('Error: Invalid API key · Please run /login');
-    claudeProcess.exit(1);
-    const all = await events;
-
-    expect(storedRun()).toMatchObject({ status: 'failed', exitCode: 1, error: expect.stringContaining('Invalid API key') });
-    expectTokenRevokedBeforeDone();
+    expect(await stored(run)).toMatchObject({ status: 'failed', exitCode: 1, sessionId: 'sess-9', error: 'error_max_turns: Reached the turn limit' });
     expect(all.slice(-2)).toEqual([
-      expect.objectContaining({ type: 'error', data: { message: expect.stringContaining('Invalid API key') } }),
+      expect.objectContaining({ type: 'error', data: { message: 'error_max_turns: Reached the turn limit' } }),
       expect.objectContaining({ type: 'done', data: expect.objectContaining({ status: 'failed', exit_code: 1 }) }),
     ]);
-  });
-
-  it('quotes only the last few kilobytes of a long error output', async () => {
-    const events = start(newRun());
-    await settle();
-    claudeProcess.printError(...Array.from({ length: 200 }, (_, index) => `stderr line ${index} ${'.'.repeat(80)}`));
-    claudeProcess.exit(1);
-    await events;
-
-    const error = storedRun().error!;
-    expect(error).toContain('stderr line 199');
-    expect(error).not.toContain('stderr line 0 ');
-    expect(error.length).toBeLessThan(4096 + 200);
+    await expectTokenRevokedBeforeDone(run);
   });
 
   describe('watchdog', () => {
     beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] }));
 
-    it('kills a run that stays silent for the idle timeout and marks it timed out', async () => {
-      const events = start(newRun());
-      await settle();
+    it('stops a run that stays silent for the idle timeout and marks it timed out', async () => {
+      const run = await newRun();
+      const { events } = await started(run);
 
       await jest.advanceTimersByTimeAsync(4_000);
-      claudeProcess.print({ type: 'assistant', message: {} });
-      await settle();
+      execution.emit(message('assistant'));
       await jest.advanceTimersByTimeAsync(4_000);
-      expect(claudeProcess.kill).not.toHaveBeenCalled();
+      expect(execution.cancel).not.toHaveBeenCalled();
       await jest.advanceTimersByTimeAsync(1_001);
       const all = await events;
 
-      expect(claudeProcess.kill).toHaveBeenCalled();
-      expect(storedRun()).toMatchObject({ status: 'timed_out', error: expect.stringContaining('no output for too long') });
-      expect(typesOf(all).slice(-1)).toEqual(['done']);
-      expectTokenRevokedBeforeDone();
+      expect(execution.cancel).toHaveBeenCalled();
+      expect(await stored(run)).toMatchObject({ status: 'timed_out', error: expect.stringContaining('no output for too long') });
+      expect(typesOf(all).slice(-2)).toEqual(['error', 'done']);
+      await expectTokenRevokedBeforeDone(run);
     });
 
-    it('kills a run that keeps talking past its time limit', async () => {
-      const events = start(newRun({ timeout_seconds: 8 }));
-      await settle();
+    it('stops a run that keeps talking past its time limit', async () => {
+      const run = await newRun({ timeout_seconds: 8 });
+      const { events } = await started(run);
 
       for (let second = 1; second < 8; second++) {
         await jest.advanceTimersByTimeAsync(1_000);
-        claudeProcess.print({ type: 'assistant', message: {} });
-        await settle();
+        execution.emit(message('assistant'));
       }
-      expect(claudeProcess.kill).not.toHaveBeenCalled();
+      expect(execution.cancel).not.toHaveBeenCalled();
       await jest.advanceTimersByTimeAsync(1_001);
       await events;
 
-      expect(storedRun()).toMatchObject({ status: 'timed_out' });
+      expect(await stored(run)).toMatchObject({ status: 'timed_out' });
     });
   });
 
   describe('cancel', () => {
-    it('kills the process and records the run as cancelled, ending its stream with done', async () => {
-      const events = start(newRun());
-      await settle();
-      claudeProcess.print({ type: 'assistant', message: {} });
+    it('stops Claude and records the run as cancelled, ending its stream with done', async () => {
+      const run = await newRun();
+      const { events } = await started(run);
+      execution.emit(message('assistant'));
 
-      await expect(executor.cancel('run-1')).resolves.toBe(true);
+      await expect(executor.cancel(run.id)).resolves.toBe(true);
       const all = await events;
 
-      expect(claudeProcess.kill).toHaveBeenCalled();
-      expect(storedRun()).toMatchObject({ status: 'cancelled', error: null });
-      expectTokenRevokedBeforeDone();
+      expect(execution.cancel).toHaveBeenCalled();
+      expect(await stored(run)).toMatchObject({ status: 'cancelled', exitCode: 137, error: null });
+      await expectTokenRevokedBeforeDone(run);
       expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'cancelled' } });
-      expect(await executor.cancel('run-1')).toBe(false);
+      expect(await executor.cancel(run.id)).toBe(false);
     });
 
-    it('stops a run cancelled before its process started', async () => {
-      let startProcess!: (process: SandboxProcess) => void;
-      provider.exec.mockReturnValueOnce(new Promise((resolve) => (startProcess = resolve)));
-      const events = start(newRun());
-      await settle();
+    it('stops a run cancelled before Claude started', async () => {
+      const run = await newRun();
+      const events = start(run);
 
-      const cancelled = executor.cancel('run-1');
-      startProcess(claudeProcess);
+      const cancelled = executor.cancel(run.id);
 
       await expect(cancelled).resolves.toBe(true);
       await events;
-      expect(claudeProcess.kill).toHaveBeenCalled();
-      expect(storedRun()).toMatchObject({ status: 'cancelled' });
+      expect(execution.cancel).toHaveBeenCalled();
+      expect(await stored(run)).toMatchObject({ status: 'cancelled' });
     });
 
     it('answers false for a run that is not active', async () => {
@@ -394,24 +305,36 @@ describe('RunExecutor', () => {
   });
 
   it('records runs still active at shutdown as interrupted', async () => {
-    const events = start(newRun());
-    await settle();
+    const run = await newRun();
+    const { events } = await started(run);
 
     await executor.onModuleDestroy();
     const all = await events;
 
-    expect(storedRun()).toMatchObject({ status: 'interrupted', error: expect.stringContaining('service stopped') });
-    expectTokenRevokedBeforeDone();
+    expect(await stored(run)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('service stopped') });
+    await expectTokenRevokedBeforeDone(run);
     expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'interrupted' } });
   });
 
-  it('fails the run and still ends its stream with done when the engine cannot start Claude', async () => {
-    provider.exec.mockReset().mockRejectedValueOnce(new SandboxGoneError('prov-1'));
+  it('fails the run and still ends its stream with done when Claude cannot be started', async () => {
+    const run = await newRun();
+    const { events } = await started(run);
+    execution.fail(new SandboxGoneError('prov-1'));
+    const all = await events;
 
-    const all = await start(newRun());
-
-    expect(storedRun()).toMatchObject({ status: 'failed', error: expect.stringContaining('prov-1 is no longer running') });
+    expect(await stored(run)).toMatchObject({ status: 'failed', error: expect.stringContaining('prov-1 is no longer running') });
     expect(typesOf(all)).toEqual(['error', 'done']);
-    expectTokenRevokedBeforeDone();
+    await expectTokenRevokedBeforeDone(run);
+  });
+
+  it('never ends a run twice: a run already ended in the database is not overwritten', async () => {
+    const run = await newRun();
+    const { events } = await started(run);
+    await dataSource.getRepository(Run).update({ id: run.id }, { status: 'interrupted' });
+
+    execution.end(SUCCESS);
+    await events;
+
+    expect(await stored(run)).toMatchObject({ status: 'interrupted', sessionId: null });
   });
 });

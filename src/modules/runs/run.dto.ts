@@ -1,7 +1,8 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
 import type { ModelUsage } from '../model-gateway/model-gateway-tokens.service';
-import { RUN_STATUSES, Run, type RunStatus } from './run.entity';
+import { Run } from './run.entity';
+import { RUN_STATUSES, type RunStatus } from './run-state';
 
 const TOOL_PATTERN = /^[A-Za-z0-9_*:()./ -]{1,200}$/;
 

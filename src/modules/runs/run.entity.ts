@@ -1,9 +1,6 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { Sandbox } from '../sandboxes/sandbox.entity';
-
-export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted'] as const;
-export type RunStatus = (typeof RUN_STATUSES)[number];
-export const ACTIVE_RUN_STATUSES: RunStatus[] = ['queued', 'running'];
+import { ACTIVE_RUN_STATUSES, type RunStatus, sqlStatusList } from './run-state';
 
 export interface RunOptions {
   resume: boolean;
@@ -21,7 +18,7 @@ export interface RunOptions {
 @Index('ix_run_sandbox_id_created_at', ['sandboxId', 'createdAt'])
 @Index('ix_run_account_id_created_at', ['accountId', 'createdAt'])
 // At most one active run per sandbox, enforced by the database so concurrent requests cannot race.
-@Index('uq_run_active_per_sandbox', ['sandboxId'], { unique: true, where: `"status" IN ('queued', 'running')` })
+@Index('uq_run_active_per_sandbox', ['sandboxId'], { unique: true, where: `"status" IN (${sqlStatusList(ACTIVE_RUN_STATUSES)})` })
 export class Run {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_run' })
   id: string;

@@ -1,206 +1,204 @@
-import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { Logger } from '@nestjs/common';
-import { InsertResult, QueryFailedError, Repository } from 'typeorm';
+import { DataSource } from 'typeorm';
 import { InvalidInputError } from '../../common/domain-error';
 import { AppConfig } from '../../config/app-config';
-import { ClaudeProvider } from '../../integrations/claude/claude.provider';
+import { ClaudeAgent } from '../../integrations/claude/claude.agent';
+import { ObjectStore } from '../../integrations/storage/object-store';
+import { SandboxProvider } from '../../integrations/sandbox/sandbox-provider';
+import { openTestDatabase } from '../../testing/pglite-database';
+import { insertRunIn, insertSandbox, SandboxRow } from '../../testing/run-fixtures';
+import { strictMock } from '../../testing/strict-mock';
+import { ModelGatewayToken } from '../model-gateway/model-gateway-token.entity';
+import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
 import { Sandbox } from '../sandboxes/sandbox.entity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
+import { SecretsStore } from '../sandboxes/secrets.store';
+import { SnapshotEngine } from '../snapshots/snapshot-engine';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { RunExecutor } from './run-executor';
 import { Run } from './run.entity';
+import { RunStateStore } from './run-state.store';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
 import { RunsService } from './runs.service';
-import { strictMock } from '../../testing/strict-mock';
 
-
-/** The query that looks up the session to resume: records its parameters, answers `latest`. */
-function sessionQuery(latest: Partial<Run> | null) {
-  const builder = { innerJoin: jest.fn(), where: jest.fn(), andWhere: jest.fn(), orderBy: jest.fn(), getOne: jest.fn(async () => latest) };
-  for (const step of [builder.innerJoin, builder.where, builder.andWhere, builder.orderBy]) step.mockReturnValue(builder);
-  const parameters = () => Object.assign({}, ...[...builder.where.mock.calls, ...builder.andWhere.mock.calls].map((call) => call[1] ?? {})) as Record<string, unknown>;
-  return { builder, parameters };
-}
-
-const ACCOUNT = 'acc-1';
-const USER = 'u-1';
-const SANDBOX_ID = 'sb-1';
-
-describe('RunsService', () => {
-  let runs: jest.Mocked<Repository<Run>>;
-  let sandboxes: jest.Mocked<SandboxesService>;
+describe('RunsService (real PGlite database)', () => {
+  let database: Awaited<ReturnType<typeof openTestDatabase>>;
+  let dataSource: DataSource;
+  let provider: jest.Mocked<SandboxProvider>;
   let executor: jest.Mocked<RunExecutor>;
-  let eventRepository: jest.Mocked<Repository<RunEvent>>;
-  let claude: jest.Mocked<ClaudeProvider>;
+  let claude: jest.Mocked<ClaudeAgent>;
+  let gatewayTokens: ModelGatewayTokens;
   let service: RunsService;
-  let gatewayTokens: jest.Mocked<ModelGatewayTokens>;
+  let sandbox: SandboxRow;
 
-  beforeEach(() => {
+  beforeAll(async () => {
+    database = await openTestDatabase();
+    dataSource = database.dataSource;
+  });
+  afterAll(() => database?.close());
+
+  beforeEach(async () => {
     for (const level of ['log', 'warn'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
-    runs = strictMock<Repository<Run>>('runs', ['create', 'save', 'findBy', 'findOneBy', 'find', 'createQueryBuilder']);
-    sandboxes = strictMock<SandboxesService>('sandboxes', ['requireRunning', 'touch', 'findOwned'], { providerKind: 'local' });
-    executor = strictMock<RunExecutor>('executor', ['start', 'cancel', 'onModuleDestroy']);
-    eventRepository = strictMock<Repository<RunEvent>>('runEvents', ['insert', 'find', 'findOne']);
-    claude = strictMock<ClaudeProvider>('claude', ['isConfigured', 'missingCredentialsMessage', 'buildInvocation']);
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
-    gatewayTokens = strictMock<ModelGatewayTokens>('gatewayTokens', ['revokeEndedRuns', 'usageOf']);
-    service = new RunsService(runs, sandboxes, executor, new RunEventLog(eventRepository), claude, config, gatewayTokens);
+    provider = strictMock<SandboxProvider>('provider', ['status'], { kind: 'local' });
+    provider.status.mockResolvedValue({ status: 'running' } as never);
+    const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config);
+    executor = strictMock<RunExecutor>('executor', ['start', 'cancel']);
+    executor.start.mockReturnValue(undefined);
+    claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage']);
+    claude.isConfigured.mockReturnValue(true);
+    gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
+    const runs = dataSource.getRepository(Run);
+    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent)), claude, config, gatewayTokens);
+    sandbox = await insertSandbox(dataSource, { volumeName: 'project-a' });
   });
   afterEach(() => jest.restoreAllMocks());
 
+  const start = (prompt: string, dto: Record<string, unknown> = {}) => service.start(sandbox.accountId, sandbox.userId, sandbox.sandboxId, { prompt, ...dto });
+  const stored = (runId: string) => dataSource.getRepository(Run).findOneByOrFail({ id: runId });
+
   describe('start', () => {
-    const sandbox = {
-      id: SANDBOX_ID,
-      accountId: ACCOUNT,
-      status: 'running',
-      providerSandboxId: 'prov-1',
-      config: { volume_name: 'project-a', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace/app' },
-    } as Sandbox & { providerSandboxId: string };
-
-    /** A configured model, a running sandbox, and a database that accepts the new run. */
-    function readyToStart(): void {
-      claude.isConfigured.mockReturnValue(true);
-      sandboxes.requireRunning.mockResolvedValue(sandbox);
-      sandboxes.touch.mockResolvedValue(undefined);
-      runs.create.mockImplementation(((fields: Partial<Run>) => Object.assign(new Run(), fields)) as never);
-      runs.save.mockImplementation((async (run: Run) => Object.assign(run, { id: 'run-new', createdAt: new Date() })) as never);
-      executor.start.mockReturnValue(undefined);
-    }
-
     it('refuses with 503 naming the variables to set when no model credentials are configured', async () => {
       claude.isConfigured.mockReturnValue(false);
       claude.missingCredentialsMessage.mockReturnValue('Claude is not configured: set ANTHROPIC_API_KEY');
 
-      const refusal = service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'hi' });
+      const refusal = start('hi');
 
       await expect(refusal).rejects.toThrow(ModelNotConfiguredError);
       await expect(refusal).rejects.toMatchObject({ kind: 'unavailable', message: 'Claude is not configured: set ANTHROPIC_API_KEY' });
     });
 
     it('refuses a prompt over RUN_MAX_PROMPT_CHARS with 400', async () => {
-      claude.isConfigured.mockReturnValue(true);
-
-      const refusal = service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'x'.repeat(21) });
+      const refusal = start('x'.repeat(21));
 
       await expect(refusal).rejects.toThrow(InvalidInputError);
       await expect(refusal).rejects.toThrow('prompt must be at most 20 characters');
     });
 
-    it('accepts a prompt of exactly RUN_MAX_PROMPT_CHARS', async () => {
-      readyToStart();
+    it('stores a queued run for a prompt of exactly RUN_MAX_PROMPT_CHARS and starts it in the sandbox', async () => {
+      const run = await start('x'.repeat(20), { resume: false });
 
-      await expect(service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'x'.repeat(20), resume: false })).resolves.toMatchObject({ status: 'queued' });
+      expect(await stored(run.id)).toMatchObject({ status: 'queued', prompt: 'x'.repeat(20), sandboxId: sandbox.sandboxId, accountId: sandbox.accountId, createdBy: sandbox.userId });
+      expect(executor.start).toHaveBeenCalledWith(run, { providerSandboxId: sandbox.providerSandboxId, workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' });
     });
 
-    it('continues the latest conversation on the same volume by default and starts the run in the sandbox', async () => {
-      readyToStart();
-      const { builder, parameters } = sessionQuery({ sessionId: 'sess-latest' });
-      runs.createQueryBuilder.mockReturnValue(builder as never);
+    it('continues the latest ended conversation on the same volume, whatever sandbox ran it, and whatever its outcome', async () => {
+      const elsewhere = await insertSandbox(dataSource, { volumeName: 'project-a', accountId: sandbox.accountId, userId: sandbox.userId });
+      await insertRunIn(dataSource, elsewhere, { status: 'succeeded', sessionId: 'sess-older' });
+      await insertRunIn(dataSource, elsewhere, { status: 'failed', sessionId: 'sess-latest' });
 
-      const run = await service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'continue' });
+      const run = await start('continue');
 
-      expect(parameters()).toMatchObject({ accountId: ACCOUNT, volumeName: 'project-a', provider: 'local' });
-      expect(run).toMatchObject({ id: 'run-new', status: 'queued', sessionId: 'sess-latest', sandboxId: SANDBOX_ID, accountId: ACCOUNT, createdBy: USER, prompt: 'continue' });
-      expect(run.options).toMatchObject({ resume: true, resumed_session_id: 'sess-latest', timeout_seconds: 900, allowed_tools: [], include_partial_messages: false });
-      expect(executor.start).toHaveBeenCalledWith(run, { providerSandboxId: 'prov-1', workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' });
-      expect(sandboxes.touch).toHaveBeenCalledWith(SANDBOX_ID);
+      expect(run).toMatchObject({ status: 'queued', sessionId: 'sess-latest' });
+      expect((await stored(run.id)).options).toMatchObject({ resume: true, resumed_session_id: 'sess-latest', timeout_seconds: 900, allowed_tools: [], include_partial_messages: false });
+    });
+
+    it.each(['cancelled', 'timed_out', 'interrupted'] as const)('continues a conversation whose run ended %s', async (status) => {
+      const elsewhere = await insertSandbox(dataSource, { volumeName: 'project-a', accountId: sandbox.accountId, userId: sandbox.userId });
+      await insertRunIn(dataSource, elsewhere, { status, sessionId: `sess-${status}` });
+
+      await expect(start('continue')).resolves.toMatchObject({ sessionId: `sess-${status}` });
+    });
+
+    it('ignores conversations of other volumes, other engines, other accounts and runs still active', async () => {
+      const mine = { accountId: sandbox.accountId, userId: sandbox.userId };
+      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a' }), { status: 'succeeded', sessionId: 'sess-mine' });
+      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-b' }), { status: 'succeeded', sessionId: 'sess-other-volume' });
+      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a', provider: 'modal' }), { status: 'succeeded', sessionId: 'sess-modal' });
+      await insertRunIn(dataSource, await insertSandbox(dataSource, { volumeName: 'project-a' }), { status: 'succeeded', sessionId: 'sess-other-account' });
+      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a' }), { status: 'running', sessionId: 'sess-active' });
+
+      await expect(start('continue')).resolves.toMatchObject({ sessionId: 'sess-mine' });
     });
 
     it('starts a new conversation when the volume has none yet', async () => {
-      readyToStart();
-      runs.createQueryBuilder.mockReturnValue(sessionQuery(null).builder as never);
-
-      const run = await service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'hello' });
+      const run = await start('hello');
 
       expect(run.options.resumed_session_id).toBeNull();
     });
 
-    it('starts a new conversation with resume: false, without looking for one', async () => {
-      readyToStart();
+    it('starts a new conversation with resume: false, even when the volume has one', async () => {
+      await insertRunIn(dataSource, sandbox, { status: 'succeeded', sessionId: 'sess-earlier' });
 
-      const run = await service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'fresh start', resume: false, model: 'claude-opus-4', timeout_seconds: 60 });
+      const run = await start('fresh start', { resume: false, model: 'claude-opus-4', timeout_seconds: 60 });
 
       expect(run.sessionId).toBeNull();
       expect(run.options).toMatchObject({ resume: false, resumed_session_id: null, model: 'claude-opus-4', timeout_seconds: 60 });
     });
 
-    it('answers 409 naming the active run when the database refuses a second active run', async () => {
-      readyToStart();
-      runs.save.mockRejectedValueOnce(new QueryFailedError('INSERT INTO "run"', [], Object.assign(new Error('duplicate key value violates unique constraint "uq_run_active_per_sandbox"'), { code: '23505' })));
-      runs.findOneBy.mockResolvedValueOnce(Object.assign(new Run(), { id: 'run-active', status: 'running' }));
+    it.each(['queued', 'running'] as const)('answers 409 naming the active run when the sandbox already has a %s run', async (status) => {
+      const active = await insertRunIn(dataSource, sandbox, { status });
 
-      const refusal = service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'again', resume: false });
+      const refusal = start('again', { resume: false });
 
       await expect(refusal).rejects.toThrow(RunAlreadyActiveError);
-      await expect(refusal).rejects.toMatchObject({ kind: 'conflict', details: { active_run_id: 'run-active' } });
+      await expect(refusal).rejects.toMatchObject({ kind: 'conflict', details: { active_run_id: active.id } });
       expect(executor.start).not.toHaveBeenCalled();
     });
 
-    it('passes any other database failure on unchanged', async () => {
-      readyToStart();
-      const failure = new Error('connection terminated');
-      runs.save.mockRejectedValueOnce(failure);
+    it('starts a run beside ended ones', async () => {
+      await insertRunIn(dataSource, sandbox, { status: 'succeeded' });
+      await insertRunIn(dataSource, sandbox, { status: 'interrupted' });
 
-      await expect(service.start(ACCOUNT, USER, SANDBOX_ID, { prompt: 'again', resume: false })).rejects.toBe(failure);
-      expect(executor.start).not.toHaveBeenCalled();
+      await expect(start('again', { resume: false })).resolves.toMatchObject({ status: 'queued' });
     });
   });
 
   describe('after a service restart', () => {
-    it('records runs that were active as interrupted and ends their streams with done', async () => {
-      const queued = Object.assign(new Run(), { id: 'run-a', status: 'queued', exitCode: null, sessionId: null, totalCostUsd: null, usage: null });
-      const running = Object.assign(new Run(), { id: 'run-b', status: 'running', exitCode: null, sessionId: 'sess-b', totalCostUsd: null, usage: null });
-      runs.findBy.mockResolvedValueOnce([queued, running]);
-      runs.save.mockImplementation((async (run: Run) => run) as never);
-      eventRepository.findOne.mockImplementation((async (options: { where: { runId: string } }) => (options.where.runId === 'run-a' ? { seq: 7 } : null)) as never);
-      const inserted: Partial<RunEvent>[] = [];
-      eventRepository.insert.mockImplementation(async (row) => {
-        inserted.push(row as Partial<RunEvent>);
-        return {} as InsertResult;
-      });
-
-      gatewayTokens.revokeEndedRuns.mockResolvedValue(undefined);
+    it('records runs that were active as interrupted, ends their streams with done and revokes their tokens', async () => {
+      const queued = await insertRunIn(dataSource, sandbox, { status: 'queued' });
+      const other = await insertSandbox(dataSource);
+      const running = await insertRunIn(dataSource, other, { status: 'running', sessionId: 'sess-b' });
+      const ended = await insertRunIn(dataSource, other, { status: 'succeeded' });
+      const events = dataSource.getRepository(RunEvent);
+      await events.insert(Array.from({ length: 7 }, (_, index) => ({ runId: queued.id, seq: index + 1, type: 'output' as const, data: { line: `${index}` } })));
+      const tokenOf = { queued: await gatewayTokens.issue(queued.id), running: await gatewayTokens.issue(running.id) };
 
       await service.onApplicationBootstrap();
 
       for (const run of [queued, running]) {
-        expect(run).toMatchObject({ status: 'interrupted', error: expect.stringContaining('restarted'), finishedAt: expect.any(Date) });
+        expect(await stored(run.id)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('restarted'), finishedAt: expect.any(Date) });
       }
-      expect(runs.save).toHaveBeenCalledTimes(2);
-      expect(inserted).toEqual([
-        { runId: 'run-a', seq: 8, type: 'done', data: expect.objectContaining({ run_id: 'run-a', status: 'interrupted' }) },
-        { runId: 'run-b', seq: 1, type: 'done', data: expect.objectContaining({ run_id: 'run-b', status: 'interrupted', session_id: 'sess-b' }) },
-      ]);
-      // After the runs were recorded as interrupted, so that their tokens are among those revoked.
-      expect(gatewayTokens.revokeEndedRuns).toHaveBeenCalledTimes(1);
-      expect(gatewayTokens.revokeEndedRuns.mock.invocationCallOrder[0]).toBeGreaterThan(Math.max(...runs.save.mock.invocationCallOrder));
+      expect(await stored(ended.id)).toMatchObject({ status: 'succeeded', error: null });
+      expect(await events.findBy({ type: 'done' })).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ runId: queued.id, seq: 8, data: expect.objectContaining({ run_id: queued.id, status: 'interrupted' }) }),
+          expect.objectContaining({ runId: running.id, seq: 1, data: expect.objectContaining({ run_id: running.id, status: 'interrupted', session_id: 'sess-b' }) }),
+        ]),
+      );
+      expect(await events.countBy({ runId: ended.id })).toBe(0);
+      await expect(gatewayTokens.resolve(tokenOf.queued)).resolves.toBeNull();
+      await expect(gatewayTokens.resolve(tokenOf.running)).resolves.toBeNull();
     });
   });
 
   describe('cancel', () => {
     it('stops an active run and answers it as it ended', async () => {
-      runs.findOneBy
-        .mockResolvedValueOnce(Object.assign(new Run(), { id: 'run-1', status: 'running' }))
-        .mockResolvedValueOnce(Object.assign(new Run(), { id: 'run-1', status: 'cancelled' }));
-      executor.cancel.mockResolvedValueOnce(true);
+      const run = await insertRunIn(dataSource, sandbox, { status: 'running' });
+      executor.cancel.mockImplementationOnce(async (runId) => {
+        await dataSource.getRepository(Run).update({ id: runId }, { status: 'cancelled' });
+        return true;
+      });
 
-      await expect(service.cancel(ACCOUNT, SANDBOX_ID, 'run-1')).resolves.toMatchObject({ status: 'cancelled' });
-      expect(executor.cancel).toHaveBeenCalledWith('run-1');
+      await expect(service.cancel(sandbox.accountId, sandbox.sandboxId, run.id)).resolves.toMatchObject({ status: 'cancelled' });
+      expect(executor.cancel).toHaveBeenCalledWith(run.id);
     });
 
     it('leaves a finished run as it is', async () => {
-      runs.findOneBy.mockResolvedValue(Object.assign(new Run(), { id: 'run-1', status: 'succeeded' }));
+      const run = await insertRunIn(dataSource, sandbox, { status: 'succeeded' });
 
-      await expect(service.cancel(ACCOUNT, SANDBOX_ID, 'run-1')).resolves.toMatchObject({ status: 'succeeded' });
+      await expect(service.cancel(sandbox.accountId, sandbox.sandboxId, run.id)).resolves.toMatchObject({ status: 'succeeded' });
       expect(executor.cancel).not.toHaveBeenCalled();
     });
   });
 
   it('answers a run of another account or sandbox as not found', async () => {
-    runs.findOneBy.mockResolvedValueOnce(null);
+    const other = await insertSandbox(dataSource);
+    const run = await insertRunIn(dataSource, other, { status: 'succeeded' });
 
-    await expect(service.get(ACCOUNT, SANDBOX_ID, 'run-elsewhere')).rejects.toThrow(RunNotFoundError);
-    expect(runs.findOneBy).toHaveBeenCalledWith({ id: 'run-elsewhere', sandboxId: SANDBOX_ID, accountId: ACCOUNT });
+    await expect(service.get(sandbox.accountId, sandbox.sandboxId, run.id)).rejects.toThrow(RunNotFoundError);
+    await expect(service.get(other.accountId, sandbox.sandboxId, run.id)).rejects.toThrow(RunNotFoundError);
+    await expect(service.get(other.accountId, other.sandboxId, run.id)).resolves.toMatchObject({ id: run.id });
   });
 });

@@ -3,10 +3,12 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { InvalidInputError } from '../../common/domain-error';
-import { ClaudeProvider } from '../../integrations/claude/claude.provider';
+import { ClaudeAgent } from '../../integrations/claude/claude.agent';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { CreateRunDto } from './run.dto';
-import { ACTIVE_RUN_STATUSES, Run } from './run.entity';
+import { Run } from './run.entity';
+import { ACTIVE_RUN_STATUSES, IllegalRunTransitionError, isActiveRunStatus, RESUMABLE_RUN_STATUSES } from './run-state';
+import { RunStateStore } from './run-state.store';
 import { RunEventLog } from './run-event-log';
 import { doneEventOf, RunExecutor } from './run-executor';
 import { ModelGatewayTokens, ModelUsage } from '../model-gateway/model-gateway-tokens.service';
@@ -20,26 +22,34 @@ export class RunsService implements OnApplicationBootstrap {
 
   constructor(
     @InjectRepository(Run) private readonly runs: Repository<Run>,
+    private readonly states: RunStateStore,
     private readonly sandboxes: SandboxesService,
     private readonly executor: RunExecutor,
     private readonly events: RunEventLog,
-    private readonly claude: ClaudeProvider,
+    private readonly claude: ClaudeAgent,
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
   ) {}
 
   /** Runs that were active when the service stopped are interrupted; their streams end with done. */
   async onApplicationBootstrap(): Promise<void> {
-    const orphaned = await this.runs.findBy({ status: In(ACTIVE_RUN_STATUSES) });
-    for (const run of orphaned) {
-      Object.assign(run, { status: 'interrupted', finishedAt: new Date(), error: 'The service restarted while this run was active' });
-      await this.runs.save(run);
-      this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
-      await this.events.append(run.id, 'done', doneEventOf(run));
-      await this.events.close(run.id);
-      this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
-    }
+    const orphaned = await this.runs.findBy({ status: In([...ACTIVE_RUN_STATUSES]) });
+    for (const run of orphaned) await this.interruptOrphan(run);
     await this.gatewayTokens.revokeEndedRuns();
+  }
+
+  private async interruptOrphan(run: Run): Promise<void> {
+    try {
+      await this.states.move(run, 'interrupted', { finishedAt: new Date(), error: 'The service restarted while this run was active' });
+    } catch (error) {
+      // Another instance ended it meanwhile: its stream already ends with done.
+      if (error instanceof IllegalRunTransitionError) return;
+      throw error;
+    }
+    this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
+    await this.events.append(run.id, 'done', doneEventOf(run));
+    await this.events.close(run.id);
+    this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
   }
 
   async start(accountId: string, userId: string, sandboxId: string, dto: CreateRunDto): Promise<Run> {
@@ -98,12 +108,12 @@ export class RunsService implements OnApplicationBootstrap {
 
   async cancel(accountId: string, sandboxId: string, runId: string): Promise<Run> {
     const run = await this.get(accountId, sandboxId, runId);
-    if (ACTIVE_RUN_STATUSES.includes(run.status)) await this.executor.cancel(run.id);
+    if (isActiveRunStatus(run.status)) await this.executor.cancel(run.id);
     return this.get(accountId, sandboxId, runId);
   }
 
   private activeRun(sandboxId: string): Promise<Run | null> {
-    return this.runs.findOneBy({ sandboxId, status: In(ACTIVE_RUN_STATUSES) });
+    return this.runs.findOneBy({ sandboxId, status: In([...ACTIVE_RUN_STATUSES]) });
   }
 
   /** The conversation to continue: the latest session on this account's volume, whatever sandbox ran it. */
@@ -115,7 +125,7 @@ export class RunsService implements OnApplicationBootstrap {
       .andWhere("sandbox.config ->> 'volume_name' = :volumeName", { volumeName })
       .andWhere('sandbox.provider = :provider', { provider: this.sandboxes.providerKind })
       .andWhere('run.session_id IS NOT NULL')
-      .andWhere("run.status IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')")
+      .andWhere('run.status IN (:...resumable)', { resumable: RESUMABLE_RUN_STATUSES })
       .orderBy('run.created_at', 'DESC')
       .getOne();
     return row?.sessionId ?? null;
