@@ -3,6 +3,7 @@ import { ApiAcceptedResponse, ApiBadRequestResponse, ApiConflictResponse, ApiNot
 import type { Response } from 'express';
 import { interval, map, Observable } from 'rxjs';
 import { AppConfig } from '../../config/app-config';
+import { isClaudeMessageType } from '../../integrations/claude/claude.events';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { RawResponse } from '../../common/response-envelope.interceptor';
 import { Authenticated } from '../auth/auth-policy.decorator';
@@ -15,7 +16,6 @@ import { RunEventLog, StoredEvent } from './run-event-log';
 import { CurrentRun, ResumePosition, ResumePositionPipe, RunAccessGuard } from './run-access.guard';
 import { RunsService } from './runs.service';
 
-const CLAUDE_LINE_TYPES = new Set(['system', 'assistant', 'user', 'stream_event', 'result']);
 
 @ApiTags('runs')
 @Controller('api/sandboxes/:id')
@@ -115,7 +115,7 @@ function toMessageEvent(event: StoredEvent): MessageEvent {
 
 /** The stdout line of the Claude process behind an event, as the seed API streamed it. */
 function seedLineOf(event: StoredEvent): string | undefined {
-  if (CLAUDE_LINE_TYPES.has(event.type)) return JSON.stringify(event.data);
+  if (isClaudeMessageType(event.type)) return JSON.stringify(event.data);
   if (event.type === 'output') return (event.data as { line: string }).line;
   return undefined;
 }

@@ -14,6 +14,7 @@ import { Sandbox } from '../sandboxes/sandbox.entity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { SecretsStore } from '../sandboxes/secrets.store';
 import { SnapshotEngine } from '../snapshots/snapshot-engine';
+import { SnapshotsService } from '../snapshots/snapshots.service';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { RunExecutor } from './run-executor';
@@ -43,7 +44,7 @@ describe('RunsService (real PGlite database)', () => {
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
     provider = strictMock<SandboxProvider>('provider', ['status'], { kind: 'local' });
     provider.status.mockResolvedValue({ status: 'running' } as never);
-    const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config);
+    const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config);
     executor = strictMock<RunExecutor>('executor', ['start', 'cancel']);
     executor.start.mockReturnValue(undefined);
     claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage']);
