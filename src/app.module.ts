@@ -10,6 +10,7 @@ import { ConfigModule } from './config/config.module';
 import { DatabaseModule } from './database/database.module';
 import { AuthModule } from './modules/auth/auth.module';
 import { HealthModule } from './modules/health/health.module';
+import { ModelGatewayModule } from './modules/model-gateway/model-gateway.module';
 import { FilesModule } from './modules/files/files.module';
 import { RunsModule } from './modules/runs/runs.module';
 import { SandboxesModule } from './modules/sandboxes/sandboxes.module';
@@ -42,6 +43,7 @@ export class AppModule implements OnApplicationShutdown {
         HealthModule,
         SandboxesModule,
         RunsModule,
+        ModelGatewayModule,
         FilesModule,
       ],
       providers: [

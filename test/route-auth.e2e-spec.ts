@@ -4,7 +4,7 @@ import { APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { HttpExceptionFilter } from '../src/common/http-exception.filter';
 import { AuthPolicyGuard } from '../src/modules/auth/auth-policy.guard';
 import { RouteAuthAudit } from '../src/modules/auth/route-auth-audit';
-import { Public } from '../src/modules/auth/auth-policy.decorator';
+import { Public } from '../src/common/auth-policy.decorator';
 import { call } from './support/http';
 import { startTestApp, TestApp } from './support/test-app';
 

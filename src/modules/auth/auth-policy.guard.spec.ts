@@ -1,7 +1,7 @@
 import { ExecutionContext, Logger } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { ForbiddenError } from '../../common/domain-error';
-import { AdminOnly, Authenticated, Public } from './auth-policy.decorator';
+import { AdminOnly, Authenticated, Public } from '../../common/auth-policy.decorator';
 import { AuthPolicyGuard, RouteWithoutAuthPolicyError } from './auth-policy.guard';
 import { InvalidBearerTokenError } from './auth.errors';
 import { AuthenticatedUser } from './authenticated-user';

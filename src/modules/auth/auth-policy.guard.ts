@@ -2,7 +2,7 @@ import { CanActivate, ExecutionContext, Injectable, Logger } from '@nestjs/commo
 import { Reflector } from '@nestjs/core';
 import { AuthGuard } from '@nestjs/passport';
 import { ForbiddenError } from '../../common/domain-error';
-import { AUTH_POLICY, AuthPolicy } from './auth-policy.decorator';
+import { AUTH_POLICY, AuthPolicy } from '../../common/auth-policy.decorator';
 import { AuthenticatedUser } from './authenticated-user';
 import { BEARER_STRATEGY } from './bearer.strategy';
 

@@ -4,7 +4,7 @@ import { ThrottlerGuard } from '@nestjs/throttler';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { ApiTokensService } from './api-tokens.service';
 import { ApiTokenResponse, CreateApiTokenDto, CreatedApiTokenResponse, LoginDto, LoginResponse, MeResponse } from './auth.dto';
-import { Authenticated, Public } from './auth-policy.decorator';
+import { Authenticated, Public } from '../../common/auth-policy.decorator';
 import { AuthService } from './auth.service';
 import { AuthenticatedUser, CurrentUser } from './authenticated-user';
 

@@ -8,7 +8,7 @@ import { ApiToken } from './api-token.entity';
 import { ApiTokensService, hashApiToken } from './api-tokens.service';
 import { InvalidBearerTokenError, InvalidCredentialsError } from './auth.errors';
 import { AuthService } from './auth.service';
-import { PasswordHasher } from './password-hasher';
+import { PasswordHasher } from '../users/password-hasher';
 import { strictMock } from '../../testing/strict-mock';
 
 

@@ -6,7 +6,7 @@ import { UsersService } from '../users/users.service';
 import { API_TOKEN_MARKER, ApiTokensService } from './api-tokens.service';
 import { InvalidBearerTokenError, InvalidCredentialsError } from './auth.errors';
 import { AuthenticatedUser } from './authenticated-user';
-import { PasswordHasher } from './password-hasher';
+import { PasswordHasher } from '../users/password-hasher';
 
 interface JwtClaims {
   sub: string;

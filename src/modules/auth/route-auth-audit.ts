@@ -1,7 +1,7 @@
 import { Injectable, RequestMethod } from '@nestjs/common';
 import { PATH_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
-import { AUTH_POLICY, AuthPolicy } from './auth-policy.decorator';
+import { AUTH_POLICY, AuthPolicy } from '../../common/auth-policy.decorator';
 
 export interface RouteAuth {
   route: string;

@@ -3,7 +3,7 @@ import { ApiConsumes, ApiNotFoundResponse, ApiOperation, ApiPayloadTooLargeRespo
 import { IsOptional, IsString, MaxLength } from 'class-validator';
 import type { Request } from 'express';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
-import { Authenticated } from '../auth/auth-policy.decorator';
+import { Authenticated } from '../../common/auth-policy.decorator';
 import { CurrentSandbox, SandboxAccessGuard } from '../sandboxes/sandbox-access.guard';
 import type { Sandbox } from '../sandboxes/sandbox.entity';
 import { FileEntryResponse, FilesService } from './files.service';

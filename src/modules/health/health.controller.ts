@@ -2,7 +2,7 @@ import { Controller, Get } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckResult, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
 import { RawResponse } from '../../common/response-envelope.interceptor';
-import { Public } from '../auth/auth-policy.decorator';
+import { Public } from '../../common/auth-policy.decorator';
 import { SandboxEngineHealthIndicator } from './sandbox-engine.health';
 
 @ApiTags('health')

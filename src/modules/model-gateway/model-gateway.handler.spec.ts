@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { DataSource } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { insertRun, openTestDatabase } from '../../testing/pglite-database';
-import { ModelGatewayToken } from './model-gateway-token.entity';
-import { ModelGatewayTokens } from './model-gateway-tokens.service';
+import { ModelGatewayToken } from '../runs/model-gateway-token.entity';
+import { ModelGatewayTokens } from '../runs/model-gateway-tokens.service';
 import { ModelGatewayHandler } from './model-gateway.handler';
 
 const OPERATOR_KEY = 'sk-ant-operator-key-never-in-a-sandbox';

@@ -2,7 +2,7 @@ import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, request as httpRequest, ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { AppConfig } from '../../config/app-config';
-import { ModelGatewayTokens } from './model-gateway-tokens.service';
+import { ModelGatewayTokens } from '../runs/model-gateway-tokens.service';
 import { ModelUpstream, modelUpstreamOf } from './model-upstream';
 import { UsageMeter } from './usage-meter';
 

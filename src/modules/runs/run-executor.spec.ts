@@ -8,8 +8,8 @@ import { SandboxGoneError } from '../../integrations/sandbox/sandbox-provider.er
 import { openTestDatabase } from '../../testing/pglite-database';
 import { insertRunIn, insertSandbox, RUN_OPTIONS } from '../../testing/run-fixtures';
 import { strictMock } from '../../testing/strict-mock';
-import { ModelGatewayToken } from '../model-gateway/model-gateway-token.entity';
-import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
+import { ModelGatewayToken } from './model-gateway-token.entity';
+import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
 import { RunExecutor } from './run-executor';

@@ -2,7 +2,7 @@ import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@ne
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent, ClaudeExecution, ClaudeResult, ClaudeRunOptions, ClaudeSandbox } from '../../integrations/claude/claude.agent';
 import { ClaudeEvent } from '../../integrations/claude/claude.events';
-import { ModelGatewayTokens } from '../model-gateway/model-gateway-tokens.service';
+import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEventType } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { Run } from './run.entity';

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
-import type { ModelUsage } from '../model-gateway/model-gateway-tokens.service';
+import type { ModelUsage } from './model-gateway-tokens.service';
 import { Run } from './run.entity';
 import { RUN_STATUSES, type RunStatus } from './run-state';
 

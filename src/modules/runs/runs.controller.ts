@@ -6,7 +6,7 @@ import { AppConfig } from '../../config/app-config';
 import { isClaudeMessageType } from '../../integrations/claude/claude.events';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { RawResponse } from '../../common/response-envelope.interceptor';
-import { Authenticated } from '../auth/auth-policy.decorator';
+import { Authenticated } from '../../common/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
 import { CurrentSandbox } from '../sandboxes/sandbox-access.guard';
 import type { Sandbox } from '../sandboxes/sandbox.entity';

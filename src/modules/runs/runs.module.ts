@@ -1,20 +1,19 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { ClaudeAgent } from '../../integrations/claude/claude.agent';
-import { ClaudeCliAgent } from '../../integrations/claude/claude-cli.agent';
-import { ModelGatewayModule } from '../model-gateway/model-gateway.module';
+import { IntegrationsModule } from '../../integrations/integrations.module';
 import { SandboxesModule } from '../sandboxes/sandboxes.module';
 import { Run } from './run.entity';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { RunExecutor } from './run-executor';
 import { RunStateStore } from './run-state.store';
+import { RunTokensModule } from './run-tokens.module';
 import { RunsController } from './runs.controller';
 import { RunsService } from './runs.service';
 
 @Module({
-  imports: [TypeOrmModule.forFeature([Run, RunEvent]), SandboxesModule, ModelGatewayModule],
+  imports: [TypeOrmModule.forFeature([Run, RunEvent]), IntegrationsModule, SandboxesModule, RunTokensModule],
   controllers: [RunsController],
-  providers: [RunsService, RunExecutor, RunEventLog, RunStateStore, { provide: ClaudeAgent, useClass: ClaudeCliAgent }],
+  providers: [RunsService, RunExecutor, RunEventLog, RunStateStore],
 })
 export class RunsModule {}

@@ -11,7 +11,7 @@ import { ACTIVE_RUN_STATUSES, IllegalRunTransitionError, isActiveRunStatus, RESU
 import { RunStateStore } from './run-state.store';
 import { RunEventLog } from './run-event-log';
 import { doneEventOf, RunExecutor } from './run-executor';
-import { ModelGatewayTokens, ModelUsage } from '../model-gateway/model-gateway-tokens.service';
+import { ModelGatewayTokens, ModelUsage } from './model-gateway-tokens.service';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
 
 const UNIQUE_VIOLATION = '23505';

@@ -1,7 +1,7 @@
 import { Controller, Get, HttpStatus, Post, UseGuards } from '@nestjs/common';
 import { ApiBadGatewayResponse, ApiNotFoundResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
-import { Authenticated } from '../auth/auth-policy.decorator';
+import { Authenticated } from '../../common/auth-policy.decorator';
 import { SnapshotStatsResponse, SnapshotVersionResponse } from '../snapshots/snapshot.response';
 import { SnapshotsService } from '../snapshots/snapshots.service';
 import { CurrentSandbox, SandboxAccessGuard } from './sandbox-access.guard';

@@ -2,7 +2,7 @@ import { Body, Controller, Delete, Get, HttpCode, HttpStatus, Post, Query, UseGu
 import { ApiBadGatewayResponse, ApiBadRequestResponse, ApiBody, ApiConflictResponse, ApiNotFoundResponse, ApiOperation, ApiTags, ApiUnprocessableEntityResponse } from '@nestjs/swagger';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
 import { Paginated } from '../../common/response-envelope.interceptor';
-import { Authenticated } from '../auth/auth-policy.decorator';
+import { Authenticated } from '../../common/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
 import { CurrentSandbox, SandboxAccessGuard } from './sandbox-access.guard';
 import type { Sandbox } from './sandbox.entity';

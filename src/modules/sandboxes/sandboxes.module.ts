@@ -1,6 +1,6 @@
 import { Module, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { SandboxProviderModule } from '../../integrations/sandbox/sandbox-provider.module';
+import { IntegrationsModule } from '../../integrations/integrations.module';
 import { SnapshotsModule } from '../snapshots/snapshots.module';
 import { Sandbox } from './sandbox.entity';
 import { SandboxAccessGuard } from './sandbox-access.guard';
@@ -12,10 +12,10 @@ import { SecretsStore } from './secrets.store';
 const SWEEP_MS = 10_000;
 
 @Module({
-  imports: [TypeOrmModule.forFeature([Sandbox]), SandboxProviderModule, SnapshotsModule],
+  imports: [TypeOrmModule.forFeature([Sandbox]), IntegrationsModule, SnapshotsModule],
   controllers: [SandboxesController, SandboxSnapshotsController],
   providers: [SandboxesService, SecretsStore, SandboxAccessGuard],
-  exports: [SandboxesService, SandboxProviderModule, SandboxAccessGuard],
+  exports: [SandboxesService, SandboxAccessGuard],
 })
 export class SandboxesModule implements OnModuleInit, OnModuleDestroy {
   private idleSweep?: NodeJS.Timeout;

@@ -1,10 +1,10 @@
 import { Module } from '@nestjs/common';
-import { StorageModule } from '../../integrations/storage/storage.module';
+import { IntegrationsModule } from '../../integrations/integrations.module';
 import { SnapshotEngine } from './snapshot-engine';
 import { SnapshotsService } from './snapshots.service';
 
 @Module({
-  imports: [StorageModule],
+  imports: [IntegrationsModule],
   providers: [SnapshotEngine, SnapshotsService],
   exports: [SnapshotsService],
 })

@@ -1,8 +1,9 @@
 import { Check, Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { Account } from './account.entity';
 
-export const USER_ROLES = ['admin', 'member'] as const;
-export type UserRole = (typeof USER_ROLES)[number];
+import { USER_ROLES, type UserRole } from '../../common/user-role';
+
+export { USER_ROLES, type UserRole };
 
 @Entity({ name: 'user' })
 @Check('ck_user_role', `"role" IN ('admin', 'member')`)

@@ -1,7 +1,7 @@
 import { Body, Controller, Get, HttpStatus, Post } from '@nestjs/common';
 import { ApiBadRequestResponse, ApiConflictResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiEnvelope } from '../../common/api-envelope.decorator';
-import { AdminOnly } from '../auth/auth-policy.decorator';
+import { AdminOnly } from '../../common/auth-policy.decorator';
 import { CreateUserDto } from './create-user.dto';
 import { UserResponse } from './user.response';
 import { UsersService } from './users.service';

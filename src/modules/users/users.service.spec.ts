@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { DataSource, EntityManager, QueryFailedError, Repository } from 'typeorm';
-import { PasswordHasher } from '../auth/password-hasher';
+import { PasswordHasher } from './password-hasher';
 import { Account } from './account.entity';
 import { User } from './user.entity';
 import { EmailTakenError, UnknownAccountError } from './users.errors';

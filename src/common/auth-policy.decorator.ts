@@ -1,6 +1,6 @@
 import { applyDecorators, SetMetadata } from '@nestjs/common';
 import { ApiBearerAuth, ApiForbiddenResponse, ApiUnauthorizedResponse } from '@nestjs/swagger';
-import { UserRole } from '../users/user.entity';
+import type { UserRole } from './user-role';
 
 export const AUTH_POLICY = 'auth_policy';
 export type AuthPolicy = { kind: 'public' } | { kind: 'authenticated'; roles: UserRole[] };

@@ -1,5 +1,5 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, OneToOne, PrimaryColumn, type Relation, type ValueTransformer } from 'typeorm';
-import { Run } from '../runs/run.entity';
+import { Run } from './run.entity';
 
 /** bigint arrives from the drivers as a string; counters stay far below 2^53. */
 const bigintAsNumber: ValueTransformer = { to: (value: number) => value, from: (value: string | number) => Number(value) };

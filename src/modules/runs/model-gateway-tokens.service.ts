@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash, randomBytes } from 'node:crypto';
 import { In, IsNull, Repository } from 'typeorm';
-import { ACTIVE_RUN_STATUSES } from '../runs/run-state';
+import { ACTIVE_RUN_STATUSES } from './run-state';
 import { ModelGatewayToken } from './model-gateway-token.entity';
 
 /** Recognizable in a leaked log or environment dump, and never mistaken for an Anthropic key. */

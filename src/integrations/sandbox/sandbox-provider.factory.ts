@@ -1,4 +1,3 @@
-import { Module } from '@nestjs/common';
 import { AppConfig } from '../../config/app-config';
 import { LocalSandboxProvider } from './local/local-sandbox.provider';
 import { assertModalConfigured } from './modal/modal-client';
@@ -16,9 +15,3 @@ export function createSandboxProvider(config: AppConfig, gateway: ModelGatewayEn
   local.assertReady();
   return local;
 }
-
-@Module({
-  providers: [ModelGatewayEndpoint, { provide: SandboxProvider, useFactory: createSandboxProvider, inject: [AppConfig, ModelGatewayEndpoint] }],
-  exports: [SandboxProvider, ModelGatewayEndpoint],
-})
-export class SandboxProviderModule {}
