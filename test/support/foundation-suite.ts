@@ -95,12 +95,15 @@ describe(`foundation and auth on ${database}`, () => {
 
   it('answers 400 naming the field for malformed JSON, unknown fields and wrong types on every body-taking route', async () => {
     const { body: spec } = await call(app.url, 'GET', '/docs-json');
+    // A real sandbox of the caller: its access guard answers 404 for any other id before the body is read.
+    const sandbox = await call(app.url, 'POST', '/api/sandboxes', { token: app.adminToken, body: {} });
+    expect(sandbox.status).toBe(201);
     const bodyRoutes = Object.entries(spec.paths as Record<string, Record<string, any>>).flatMap(([path, methods]) =>
       Object.entries(methods)
         .filter(([, operation]) => operation.requestBody?.content?.['application/json'])
         .map(([method, operation]) => ({
           method: method.toUpperCase(),
-          path: path.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000'),
+          path: path.replace('{id}', sandbox.body.data.sandbox_id).replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000'),
           schema: resolveSchema(spec, operation.requestBody.content['application/json'].schema),
         })),
     );
