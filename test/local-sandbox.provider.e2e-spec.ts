@@ -57,8 +57,8 @@ describe('LocalSandboxProvider on this host', () => {
     };
   }
 
-  async function create(overrides: Partial<SandboxSpec> = {}, steps?: Array<{ index: number; cached: boolean }>): Promise<string> {
-    const handle = await provider.create(spec(overrides), { onImageStep: (step) => steps?.push({ index: step.index, cached: step.cached }) });
+  async function create(overrides: Partial<SandboxSpec> = {}): Promise<string> {
+    const handle = await provider.create(spec(overrides));
     return handle.providerSandboxId;
   }
 
@@ -288,23 +288,32 @@ describe('LocalSandboxProvider on this host', () => {
   });
 
   describe('image steps', () => {
-    const installing = ['ENV TOOL_HOME=/usr/local/lib/demo-tool', 'RUN mkdir -p $TOOL_HOME && echo installed > $TOOL_HOME/marker', 'WORKDIR /srv/app'];
+    const installing = [
+      'ENV TOOL_HOME=/usr/local/lib/demo-tool',
+      'RUN mkdir -p $TOOL_HOME && echo installed > $TOOL_HOME/marker && date +%s%N > $TOOL_HOME/built-at',
+      'WORKDIR /srv/app',
+    ];
+    const builtAt = async (id: string) => (await sh(id, 'cat $TOOL_HOME/built-at')).stdout;
 
-    it('runs RUN lines in the sandbox with ENV and WORKDIR applied, and caches them for the next sandbox', async () => {
-      const firstSteps: Array<{ index: number; cached: boolean }> = [];
-      const first = await create({ dockerfileCommands: installing }, firstSteps);
+    it('runs RUN lines in the sandbox with ENV and WORKDIR applied, and caches them for the next sandbox of the account', async () => {
+      const first = await create({ dockerfileCommands: installing });
 
-      expect(firstSteps).toEqual([{ index: 0, cached: false }, { index: 1, cached: false }, { index: 2, cached: false }]);
       expect(await sh(first, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
       expect(existsSync('/usr/local/lib/demo-tool')).toBe(false);
+      const firstBuiltAt = await builtAt(first);
+      expect(firstBuiltAt).toMatch(/^\d+\n$/);
       await provider.terminate(first);
 
-      const secondSteps: Array<{ index: number; cached: boolean }> = [];
-      const second = await create({ dockerfileCommands: installing }, secondSteps);
+      const second = await create({ dockerfileCommands: installing });
 
-      expect(secondSteps).toEqual([{ index: 0, cached: true }, { index: 1, cached: true }, { index: 2, cached: true }]);
+      expect(await builtAt(second)).toBe(firstBuiltAt);
       expect(await sh(second, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
       await provider.terminate(second);
+
+      const otherAccount = await create({ accountId: 'acct-b', dockerfileCommands: installing });
+
+      expect(await builtAt(otherAccount)).not.toBe(firstBuiltAt);
+      await provider.terminate(otherAccount);
     });
 
     it('reports a failing step by index and instruction, with its output, and leaves nothing behind', async () => {
@@ -322,10 +331,8 @@ describe('LocalSandboxProvider on this host', () => {
         copyFileSync(from, join(image, to));
         chmodSync(join(image, to), 0o755);
       }
-      const steps: Array<{ index: number; cached: boolean }> = [];
-      const id = await create({ imageBase: 'mini', dockerfileCommands: ['RUN echo built > /built'] }, steps);
+      const id = await create({ imageBase: 'mini', dockerfileCommands: ['RUN echo built > /built'] });
 
-      expect(steps).toEqual([{ index: 0, cached: false }]);
       expect(await sh(id, 'read line < /built; echo "$line"; echo x > /workspace/from-image')).toMatchObject({ exitCode: 0, stdout: 'built\n' });
       expect((await run(id, ['ls', '/'])).exitCode).toBe(127);
       expect(readFileSync(join(dataDir, 'volumes', 'acct-a', 'work', 'from-image'), 'utf8')).toBe('x\n');

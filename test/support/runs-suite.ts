@@ -149,6 +149,13 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
     expect(JSON.parse(events[events.length - 1].data).status).toBe('cancelled');
   });
 
+  it('refuses a run in a sandbox that is not running with 409', async () => {
+    const sandboxId = await createSandbox();
+    await user.delete(`/api/sandboxes/${sandboxId}`);
+    const refused = await user.post(`/api/sandboxes/${sandboxId}/runs`, { prompt: 'Too late' });
+    expect({ status: refused.status, message: refused.body.message }).toEqual({ status: 409, message: 'The sandbox is terminated, not running' });
+  });
+
   it('kills a run that stops producing output (watchdog) and marks it timed_out', async () => {
     const sandboxId = await createSandbox();
     fake.script([{ stall: 'mid-stream' }]);
@@ -186,6 +193,8 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
     expect((await other.get(`/api/sandboxes/${sandboxId}/runs`)).status).toBe(404);
     expect((await other.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).status).toBe(404);
     expect((await other.post(`/api/sandboxes/${sandboxId}/runs/${runId}/cancel`)).status).toBe(404);
+    expect((await other.post(`/api/sandboxes/${sandboxId}/runs`, { prompt: 'Not yours' })).status).toBe(404);
+    expect((await other.post(`/api/sandboxes/${sandboxId}/claude`, { prompt: 'Not yours' })).status).toBe(404);
     expect((await other.get(`/api/sandboxes/${sandboxId}/runs/${runId}/events`)).status).toBe(404);
     expect((await user.get(`/api/sandboxes/${sandboxId}/runs/not-a-run/events`)).status).toBe(404);
     const badResume = await user.get(`/api/sandboxes/${sandboxId}/runs/${runId}/events`, { 'last-event-id': 'yesterday' });

@@ -18,7 +18,7 @@ export abstract class SandboxProvider {
   abstract ensureVolume(accountId: string, volumeName: string): Promise<void>;
 
   /** Starts a sandbox and returns once it is running (image steps done). */
-  abstract create(spec: SandboxSpec, hooks?: CreateHooks): Promise<SandboxHandle>;
+  abstract create(spec: SandboxSpec): Promise<SandboxHandle>;
 
   /** Runs an argv (never a shell string) in a running sandbox. */
   abstract exec(providerSandboxId: string, request: ExecRequest): Promise<SandboxProcess>;
@@ -96,11 +96,6 @@ export interface SecretRef {
   name: string;
   /** Values from the service's SECRETS_FILE; a provider with its own secret store may ignore them. */
   values: Record<string, string>;
-}
-
-/** Called while a sandbox is being created, so the caller can record progress (e.g. image steps). */
-export interface CreateHooks {
-  onImageStep?(step: { index: number; instruction: string; cached: boolean }): void;
 }
 
 export interface SandboxHandle {

@@ -52,14 +52,6 @@ export class LocalObjectStore extends ObjectStore {
     }
   }
 
-  async head(bucket: string, key: string): Promise<StoredObject | null> {
-    const stats = await stat(this.objectPath(bucket, key)).catch((error: unknown) => {
-      if (isMissing(error)) return null;
-      throw translateFsError(error, 'head', bucket, key);
-    });
-    return stats?.isFile() ? { key, size: stats.size, lastModified: stats.mtime } : null;
-  }
-
   async copy(bucket: string, fromKey: string, toKey: string): Promise<void> {
     const source = this.objectPath(bucket, fromKey);
     const target = this.objectPath(bucket, toKey);
@@ -82,18 +74,14 @@ export class LocalObjectStore extends ObjectStore {
     const directoryKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
     const directory = this.prefixPath(bucket, directoryKey);
     const limit = listLimit(options.limit);
-    const listing: ObjectListing = { objects: [], prefixes: [] };
-    const scan = { prefix, cursor: options.cursor, grouped: options.delimiter === '/' };
-    let lastKey: string | undefined;
+    const listing: ObjectListing = { objects: [] };
     try {
-      for await (const item of this.scanKeys(directory, directoryKey, scan)) {
-        if (listing.objects.length + listing.prefixes.length === limit) {
-          listing.nextCursor = lastKey;
+      for await (const object of this.scanKeys(directory, directoryKey, { prefix, cursor: options.cursor })) {
+        if (listing.objects.length === limit) {
+          listing.nextCursor = listing.objects.at(-1)?.key;
           break;
         }
-        if (typeof item === 'string') listing.prefixes.push(item);
-        else listing.objects.push(item);
-        lastKey = typeof item === 'string' ? item : item.key;
+        listing.objects.push(object);
       }
     } catch (error) {
       throw translateFsError(error, 'list', bucket, prefix);
@@ -112,8 +100,8 @@ export class LocalObjectStore extends ObjectStore {
     await this.pruneEmptyDirectories(dirname(path), this.bucketPath(bucket));
   }
 
-  /** Keys (objects, or with grouping the prefixes ending at the next '/') after cursor, in key order. */
-  private async *scanKeys(directory: string, directoryKey: string, scan: { prefix: string; cursor?: string; grouped: boolean }): AsyncGenerator<StoredObject | string> {
+  /** Objects below prefix after cursor, in key order. */
+  private async *scanKeys(directory: string, directoryKey: string, scan: { prefix: string; cursor?: string }): AsyncGenerator<StoredObject> {
     const entries = await readdir(directory, { withFileTypes: true }).catch((error: unknown) => {
       if (isMissing(error)) return [] as Dirent[];
       throw error;
@@ -123,12 +111,8 @@ export class LocalObjectStore extends ObjectStore {
       if (dirent.isFile() && key.startsWith(scan.prefix) && isAfter(key, scan.cursor)) {
         const stats = await stat(join(directory, dirent.name)).catch(() => null);
         if (stats) yield { key, size: stats.size, lastModified: stats.mtime };
-      } else if (dirent.isDirectory() && (key.startsWith(scan.prefix) || scan.prefix.startsWith(key))) {
-        if (scan.grouped && key.startsWith(scan.prefix)) {
-          if (isAfter(key, scan.cursor)) yield key;
-        } else if (!coversOnlyEarlierKeys(key, scan.cursor)) {
-          yield* this.scanKeys(join(directory, dirent.name), key, scan);
-        }
+      } else if (dirent.isDirectory() && (key.startsWith(scan.prefix) || scan.prefix.startsWith(key)) && !coversOnlyEarlierKeys(key, scan.cursor)) {
+        yield* this.scanKeys(join(directory, dirent.name), key, scan);
       }
     }
   }
@@ -186,8 +170,8 @@ function byKey(a: { key: string }, b: { key: string }): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
-function isAfter(key: string | undefined, cursor: string | undefined): boolean {
-  return key !== undefined && (cursor === undefined || key > cursor);
+function isAfter(key: string, cursor: string | undefined): boolean {
+  return cursor === undefined || key > cursor;
 }
 
 /** Every key starting with directoryKey sorts at or before cursor, so the directory can be skipped. */

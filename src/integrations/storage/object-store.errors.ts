@@ -1,6 +1,6 @@
 import { InvalidInputError, NotFoundError, UnavailableError, UpstreamError } from '../../common/domain-error';
 
-export type StorageOperation = 'put' | 'get' | 'head' | 'copy' | 'list' | 'delete';
+export type StorageOperation = 'put' | 'get' | 'copy' | 'list' | 'delete';
 
 export class ObjectNotFoundError extends NotFoundError {
   constructor(readonly bucket: string, readonly key: string) {

@@ -7,18 +7,15 @@ export interface StoredObject {
 }
 
 export interface ListOptions {
-  /** Groups keys below the next '/' after the prefix into `prefixes` instead of listing them. */
-  delimiter?: '/';
   /** The nextCursor of the previous page. */
   cursor?: string;
-  /** At most this many objects and prefixes together (1..1000, default 1000). */
+  /** At most this many objects (1..1000, default 1000). */
   limit?: number;
 }
 
 /** One page of a listing, in key order. */
 export interface ObjectListing {
   objects: StoredObject[];
-  prefixes: string[];
   /** Set when more keys follow; pass it back as `cursor`. */
   nextCursor?: string;
 }
@@ -37,8 +34,6 @@ export abstract class ObjectStore {
 
   /** The object's content; ObjectNotFoundError when there is none. */
   abstract get(bucket: string, key: string): Promise<Readable>;
-
-  abstract head(bucket: string, key: string): Promise<StoredObject | null>;
 
   /** Copies inside the store without moving the content through this process. */
   abstract copy(bucket: string, fromKey: string, toKey: string, size?: number): Promise<void>;

@@ -5,7 +5,6 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
-  HeadObjectCommand,
   ListObjectsV2Command,
   S3Client,
   type S3ClientConfig,
@@ -24,7 +23,7 @@ import {
   type StorageOperation,
   StorageUnavailableError,
 } from './object-store.errors';
-import { listLimit, type ListOptions, type ObjectListing, ObjectStore, type StoredObject } from './object-store';
+import { listLimit, type ListOptions, type ObjectListing, ObjectStore } from './object-store';
 
 export type S3Settings = AppConfig['storage']['s3'];
 
@@ -88,16 +87,6 @@ export class S3ObjectStore extends ObjectStore implements OnModuleDestroy {
     return translateBodyErrors(response.Body as Readable, bucket, key);
   }
 
-  async head(bucket: string, key: string): Promise<StoredObject | null> {
-    try {
-      const response = await this.send('head', bucket, key, () => this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
-      return { key, size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
-    } catch (error) {
-      if (error instanceof ObjectNotFoundError) return null;
-      throw error;
-    }
-  }
-
   async copy(bucket: string, fromKey: string, toKey: string, size?: number): Promise<void> {
     const source = `${encodeURIComponent(bucket)}/${encodeKey(fromKey)}`;
     await this.send('copy', bucket, fromKey, async () => {
@@ -109,12 +98,11 @@ export class S3ObjectStore extends ObjectStore implements OnModuleDestroy {
   async list(bucket: string, prefix: string, options: ListOptions = {}): Promise<ObjectListing> {
     const response = await this.send('list', bucket, prefix, () =>
       this.client.send(
-        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, Delimiter: options.delimiter, ContinuationToken: options.cursor, MaxKeys: listLimit(options.limit) }),
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: options.cursor, MaxKeys: listLimit(options.limit) }),
       ),
     );
     return {
       objects: (response.Contents ?? []).map((object) => ({ key: object.Key ?? '', size: object.Size ?? 0, lastModified: object.LastModified ?? new Date(0) })),
-      prefixes: (response.CommonPrefixes ?? []).map((common) => common.Prefix ?? ''),
       ...(response.IsTruncated && response.NextContinuationToken ? { nextCursor: response.NextContinuationToken } : {}),
     };
   }

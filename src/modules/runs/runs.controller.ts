@@ -36,7 +36,7 @@ export class RunsController {
   @ApiConflictResponse({ description: 'A run is already active in this sandbox, or the sandbox is not running' })
   @ApiServiceUnavailableResponse({ description: 'No model credentials are configured' })
   async create(@CurrentUser() user: AuthenticatedUser, @CurrentSandbox() sandbox: Sandbox, @Body() dto: CreateRunDto): Promise<RunCreatedResponse> {
-    const run = await this.runs.start(user.accountId, user.id, sandbox.id, dto);
+    const run = await this.runs.start(user.id, sandbox, dto);
     return { run_id: run.id, status: run.status };
   }
 
@@ -44,7 +44,7 @@ export class RunsController {
   @ApiOperation({ operationId: 'listRuns', summary: 'Run history of the sandbox, newest first' })
   @ApiEnvelope(RunResponse, { isArray: true })
   async list(@CurrentSandbox() sandbox: Sandbox): Promise<RunResponse[]> {
-    const runs = await this.runs.list(sandbox.accountId, sandbox.id);
+    const runs = await this.runs.list(sandbox);
     const usage = await this.runs.modelUsageOf(runs.map((run) => run.id));
     return runs.map((run) => RunResponse.from(run, usage.get(run.id) ?? null));
   }
@@ -89,7 +89,7 @@ export class RunsController {
   @ApiProduces('text/event-stream')
   @ApiAcceptedResponse({ description: 'text/event-stream of stream-json lines' })
   async claude(@CurrentUser() user: AuthenticatedUser, @CurrentSandbox() sandbox: Sandbox, @Body() dto: CreateRunDto, @Res() response: Response): Promise<void> {
-    const run = await this.runs.start(user.accountId, user.id, sandbox.id, dto);
+    const run = await this.runs.start(user.id, sandbox, dto);
     response.status(HttpStatus.OK).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no', 'X-Run-Id': run.id });
     response.flushHeaders();
     const subscription = this.eventsOf(run, 0).subscribe({

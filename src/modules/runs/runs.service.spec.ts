@@ -56,7 +56,8 @@ describe('RunsService (real PGlite database)', () => {
   });
   afterEach(() => jest.restoreAllMocks());
 
-  const start = (prompt: string, dto: Record<string, unknown> = {}) => service.start(sandbox.accountId, sandbox.userId, sandbox.sandboxId, { prompt, ...dto });
+  const start = async (prompt: string, dto: Record<string, unknown> = {}) =>
+    service.start(sandbox.userId, await dataSource.getRepository(Sandbox).findOneByOrFail({ id: sandbox.sandboxId }), { prompt, ...dto });
   const stored = (runId: string) => dataSource.getRepository(Run).findOneByOrFail({ id: runId });
 
   describe('start', () => {

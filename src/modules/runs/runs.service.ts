@@ -4,6 +4,7 @@ import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { InvalidInputError } from '../../common/domain-error';
 import { ClaudeAgent } from '../../integrations/claude/claude.agent';
+import type { Sandbox } from '../sandboxes/sandbox.entity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { CreateRunDto } from './run.dto';
 import { Run } from './run.entity';
@@ -52,10 +53,12 @@ export class RunsService implements OnApplicationBootstrap {
     this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
   }
 
-  async start(accountId: string, userId: string, sandboxId: string, dto: CreateRunDto): Promise<Run> {
+  /** The sandbox is the caller's: SandboxAccessGuard loaded it for the account. It must be running. */
+  async start(userId: string, stored: Sandbox, dto: CreateRunDto): Promise<Run> {
     if (!this.claude.isConfigured()) throw new ModelNotConfiguredError(this.claude.missingCredentialsMessage());
     if (dto.prompt.length > this.config.claude.maxPromptChars) throw new InvalidInputError(`prompt must be at most ${this.config.claude.maxPromptChars} characters`);
-    const sandbox = await this.sandboxes.requireRunning(accountId, sandboxId);
+    const sandbox = await this.sandboxes.requireRunning(stored);
+    const { accountId, id: sandboxId } = sandbox;
     const resumedSessionId = dto.resume === false ? null : await this.lastSessionOnVolume(accountId, sandbox.config.volume_name);
     let run: Run;
     try {
@@ -90,9 +93,8 @@ export class RunsService implements OnApplicationBootstrap {
     return run;
   }
 
-  async list(accountId: string, sandboxId: string): Promise<Run[]> {
-    await this.sandboxes.findOwned(accountId, sandboxId);
-    return this.runs.find({ where: { sandboxId, accountId }, order: { createdAt: 'DESC' } });
+  list(sandbox: Sandbox): Promise<Run[]> {
+    return this.runs.find({ where: { sandboxId: sandbox.id, accountId: sandbox.accountId }, order: { createdAt: 'DESC' } });
   }
 
   async get(accountId: string, sandboxId: string, runId: string): Promise<Run> {

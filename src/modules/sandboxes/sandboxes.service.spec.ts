@@ -295,7 +295,7 @@ describe('SandboxesService (PGlite)', () => {
     });
 
     it('leaves the sandbox running when the final snapshot fails, and ends it anyway with force', async () => {
-      const store = strictMock<ObjectStore>('store', ['list', 'listAll', 'put', 'get', 'head', 'copy', 'delete']);
+      const store = strictMock<ObjectStore>('store', ['list', 'listAll', 'put', 'get', 'copy', 'delete']);
       store.listAll.mockImplementation(() => {
         throw new StorageUnavailableError('list', 'workspaces', 'store down');
       });

@@ -130,8 +130,8 @@ export class SandboxesService implements OnApplicationBootstrap {
   }
 
   /** The sandbox, which must be running now (status re-checked with the engine). */
-  async requireRunning(accountId: string, id: string): Promise<Sandbox & { providerSandboxId: string }> {
-    return assertRunning(await this.refresh(await this.findOwned(accountId, id)));
+  async requireRunning(stored: Sandbox): Promise<Sandbox & { providerSandboxId: string }> {
+    return assertRunning(await this.refresh(stored));
   }
 
   /** Idempotent; takes the final snapshot first unless sync is false, and stays running when it fails (unless force). */
@@ -153,7 +153,7 @@ export class SandboxesService implements OnApplicationBootstrap {
   }
 
   async exec(stored: Sandbox, dto: ExecDto): Promise<ExecResponse> {
-    const sandbox = assertRunning(await this.refresh(stored));
+    const sandbox = await this.requireRunning(stored);
     const startedAt = Date.now();
     const process = await this.provider.exec(sandbox.providerSandboxId, {
       argv: dto.command,

@@ -68,7 +68,7 @@ describe('SnapshotsService', () => {
   });
 
   it('passes storage failures on without committing anything', async () => {
-    const store = strictMock<ObjectStore>('store', ['list', 'listAll', 'put', 'get', 'head', 'copy', 'delete']);
+    const store = strictMock<ObjectStore>('store', ['list', 'listAll', 'put', 'get', 'copy', 'delete']);
     store.listAll.mockImplementation(() => {
       throw new StorageUnavailableError('list', 'workspaces', 'down');
     });

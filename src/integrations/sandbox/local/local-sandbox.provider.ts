@@ -8,7 +8,6 @@ import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
 import { ModelGatewayEndpoint } from '../model-gateway-endpoint';
 import {
-  type CreateHooks,
   type EnforcedLimits,
   type ExecRequest,
   type SandboxHandle,
@@ -262,7 +261,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return new LocalVolumeAccess(this.volumeDir(accountId, volumeName), { uid: this.ids.base, gid: this.ids.base });
   }
 
-  async create(spec: SandboxSpec, hooks: CreateHooks = {}): Promise<SandboxHandle> {
+  async create(spec: SandboxSpec): Promise<SandboxHandle> {
     this.requireTools();
     validateSpec(spec);
     const steps = parseDockerfileCommands(spec.dockerfileCommands);
@@ -288,7 +287,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       this.armLifetime(sandbox, expiresAt);
       await writeFile(dirs.stateFile, JSON.stringify({ initPid: sandbox.initPid, expiresAt } satisfies PersistedState));
 
-      await this.applyImageSteps(sandbox, steps, cachedLayers !== null, hooks);
+      await this.applyImageSteps(sandbox, steps, cachedLayers !== null);
       // The writable layer is mounted only in the launcher's mount namespace: read it through there.
       const throughLauncher = (dir: string) => `/proc/${launcher.process.pid}/root${dir}`;
       if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => throughLauncher(overlay.upperDir)));
@@ -546,11 +545,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   /** Runs the Dockerfile lines in the fresh sandbox; with cached layers only ENV and WORKDIR are applied. */
-  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, hooks: CreateHooks): Promise<void> {
+  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean): Promise<void> {
     const current = initialImageDefaults();
     Object.assign(current.env, sandbox.networkEnv);
     for (const step of steps) {
-      hooks.onImageStep?.({ index: step.index, instruction: step.instruction, cached });
       applyConfigStep(current, step);
       const argv = cached ? undefined : step.kind === 'run' ? ['/bin/sh', '-c', step.command] : step.kind === 'workdir' ? ['mkdir', '-p', '--', current.workdir] : undefined;
       if (!argv) continue;

@@ -1,6 +1,6 @@
 import type { App } from 'modal';
 import type { DomainError } from '../../../common/domain-error';
-import type { CreateHooks, SandboxSpec } from '../sandbox-provider';
+import type { SandboxSpec } from '../sandbox-provider';
 import { ImageStepFailedError, UnsupportedImageError } from '../sandbox-provider.errors';
 import type { ModalClientLike, ModalImageLike } from './modal-client';
 import type { ModalCall } from './modal-errors';
@@ -22,10 +22,10 @@ const OUTPUT_TAIL_LENGTH = 2000;
 
 /**
  * Builds the sandbox image on Modal: the base image first, then each Dockerfile command of the spec
- * as a layer of its own, so progress is reported per step and a failure names its step. Modal
+ * as a layer of its own, so a failure names its step. Modal
  * caches layers itself but the SDK does not tell whether a layer came from its cache.
  */
-export async function buildModalImage(client: ModalClientLike, app: App, spec: SandboxSpec, call: ModalCall, hooks?: CreateHooks): Promise<ModalImageLike> {
+export async function buildModalImage(client: ModalClientLike, app: App, spec: SandboxSpec, call: ModalCall): Promise<ModalImageLike> {
   const customTag = spec.imageBase && spec.imageBase !== 'host' ? spec.imageBase : undefined;
   const baseTag = customTag ?? DEFAULT_MODAL_BASE_IMAGE;
   let image = await buildLayer(app, call, `image ${baseTag}`, () => {
@@ -38,7 +38,6 @@ export async function buildModalImage(client: ModalClientLike, app: App, spec: S
     image = await buildLayer(app, call, `image step ${index + 1}`, () => base.dockerfileCommands([instruction]), (output) =>
       new ImageStepFailedError(index, instruction, exitCodeOf(output), output),
     );
-    hooks?.onImageStep?.({ index, instruction, cached: false });
   }
   return image;
 }

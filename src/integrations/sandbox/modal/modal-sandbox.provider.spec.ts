@@ -144,7 +144,6 @@ describe('ModalSandboxProvider', () => {
       modal.secrets.fromName.mockResolvedValueOnce(github).mockResolvedValueOnce(npm).mockResolvedValueOnce(s3);
       modal.cloudBucketMounts.create.mockReturnValueOnce(bucket);
       modal.sandboxes.create.mockResolvedValueOnce(sandbox);
-      const steps: unknown[] = [];
 
       await provider.create(
         spec({
@@ -163,7 +162,6 @@ describe('ModalSandboxProvider', () => {
           idleTimeoutSeconds: 30,
           bucketMount: { bucket: 'snapshots', keyPrefix: ACCOUNT, readOnly: true },
         }),
-        { onImageStep: (step) => steps.push(step) },
       );
 
       expect(modal.images.fromRegistry).toHaveBeenCalledWith('python:3.12-slim');
@@ -171,10 +169,6 @@ describe('ModalSandboxProvider', () => {
       expect(registryImage.build).toHaveBeenCalledWith(app);
       expect(base.dockerfileCommands).toHaveBeenCalledWith(['RUN pip install requests']);
       expect(builtOne.dockerfileCommands).toHaveBeenCalledWith(['ENV MODE=test']);
-      expect(steps).toEqual([
-        { index: 0, instruction: 'RUN pip install requests', cached: false },
-        { index: 1, instruction: 'ENV MODE=test', cached: false },
-      ]);
       expect(modal.volumes.fromName).toHaveBeenCalledWith(`${ACCOUNT}-data`, { createIfMissing: true });
       expect(modal.secrets.fromName.mock.calls).toEqual([['github'], ['npm'], ['s3-bucket']]);
       expect(modal.cloudBucketMounts.create).toHaveBeenCalledWith('snapshots', {

@@ -4,7 +4,6 @@ import type { App, CloudBucketMount, SandboxCreateParams, Volume } from 'modal';
 import { AppConfig } from '../../../config/app-config';
 import { normalizeKeyPrefix } from '../../../common/key-prefix';
 import {
-  type CreateHooks,
   type ExecRequest,
   type SandboxHandle,
   type SandboxNetwork,
@@ -95,11 +94,11 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     }
   }
 
-  async create(spec: SandboxSpec, hooks?: CreateHooks): Promise<SandboxHandle> {
+  async create(spec: SandboxSpec): Promise<SandboxHandle> {
     this.assertNetworkSupported(spec.network);
     const app = await this.app(spec.accountId);
     const modal = this.modal('sandbox');
-    const image = await buildModalImage(modal, app, spec, this.call, hooks);
+    const image = await buildModalImage(modal, app, spec, this.call);
     const volume = await this.volumeOf(spec.accountId, spec.volumeName);
     const secrets = await Promise.all(spec.secrets.map(({ name }) => this.call('secret', `secret ${name}`, () => modal.secrets.fromName(name))));
     const bucketMount = spec.bucketMount && (await this.bucketMount(spec.bucketMount));
