@@ -8,6 +8,8 @@ import { SandboxGoneError } from '../../integrations/sandbox/sandbox-provider.er
 import { openTestDatabase } from '../../testing/pglite-database';
 import { insertRunIn, insertSandbox, RUN_OPTIONS } from '../../testing/run-fixtures';
 import { strictMock } from '../../testing/strict-mock';
+import { SandboxActivity } from '../sandboxes/sandbox-activity';
+import { Sandbox } from '../sandboxes/sandbox.entity';
 import { ModelGatewayToken } from './model-gateway-token.entity';
 import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEvent } from './run-event.entity';
@@ -59,6 +61,7 @@ describe('RunExecutor (real PGlite database)', () => {
   let gatewayTokens: ModelGatewayTokens;
   let log: RunEventLog;
   let executor: RunExecutor;
+  let activity: SandboxActivity;
   /** For each revocation of a run token: whether the run's done event was already stored. */
   let revokedAfterDone: boolean[];
 
@@ -83,7 +86,8 @@ describe('RunExecutor (real PGlite database)', () => {
     });
     log = new RunEventLog(dataSource.getRepository(RunEvent));
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' });
-    executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens);
+    activity = new SandboxActivity(dataSource.getRepository(Sandbox));
+    executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens, activity);
   });
   afterEach(() => {
     jest.useRealTimers();
@@ -219,6 +223,16 @@ describe('RunExecutor (real PGlite database)', () => {
     });
     await settle();
     expect(await executor.cancel(run.id)).toBe(false);
+  });
+
+  it('keeps its sandbox busy (never idle-stopped) while the run is active, and restarts its idle clock at the end', async () => {
+    const run = await newRun();
+    const { events } = await started(run);
+    expect(activity.isBusy(run.sandboxId)).toBe(true);
+    execution.end(SUCCESS);
+    await events;
+    await settle();
+    expect(activity.isBusy(run.sandboxId)).toBe(false);
   });
 
   it('fails a run whose result failed, with Claude’s reason as an error event before done', async () => {

@@ -2,6 +2,7 @@ import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@ne
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent, ClaudeExecution, ClaudeResult, ClaudeRunOptions, ClaudeSandbox } from '../../integrations/claude/claude.agent';
 import { ClaudeEvent } from '../../integrations/claude/claude.events';
+import { SandboxActivity } from '../sandboxes/sandbox-activity';
 import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEventType } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
@@ -42,6 +43,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly claude: ClaudeAgent,
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
+    private readonly activity: SandboxActivity,
   ) {}
 
   /** Says once, at start-up, when runs cannot go through the model gateway and what that exposes. */
@@ -58,6 +60,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   /** Starts the run in the background; client disconnects never stop it, only cancel() does. */
   start(run: Run, sandbox: ClaudeSandbox): void {
     this.events.open(run.id);
+    const endActivity = this.activity.begin(run.sandboxId);
     const entry: ActiveRun = { finished: Promise.resolve() };
     this.active.set(run.id, entry);
     entry.finished = this.execute(run, sandbox, entry)
@@ -68,7 +71,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
       .catch((error: Error) => this.logger.error({ run_id: run.id, err: error }, 'could not record the end of a run'))
       .finally(() => {
         this.active.delete(run.id);
-        return Promise.all([this.revokeGatewayToken(run.id), this.events.close(run.id)]);
+        return Promise.all([this.revokeGatewayToken(run.id), this.events.close(run.id), endActivity().catch(() => undefined)]);
       });
   }
 

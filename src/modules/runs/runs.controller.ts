@@ -9,6 +9,7 @@ import { RawResponse } from '../../common/response-envelope.interceptor';
 import { Authenticated } from '../../common/auth-policy.decorator';
 import { AuthenticatedUser, CurrentUser } from '../auth/authenticated-user';
 import { CurrentSandbox } from '../sandboxes/sandbox-access.guard';
+import { SandboxActivity } from '../sandboxes/sandbox-activity';
 import type { Sandbox } from '../sandboxes/sandbox.entity';
 import type { Run } from './run.entity';
 import { CreateRunDto, RunCreatedResponse, RunResponse } from './run.dto';
@@ -27,6 +28,7 @@ export class RunsController {
     private readonly runs: RunsService,
     private readonly events: RunEventLog,
     private readonly config: AppConfig,
+    private readonly activity: SandboxActivity,
   ) {}
 
   @Post('runs')
@@ -74,11 +76,14 @@ export class RunsController {
     const events = this.eventsOf(run, after ?? 0).pipe(map(toMessageEvent));
     const heartbeat = interval(this.config.claude.sseHeartbeatSeconds * 1000).pipe(map((): MessageEvent => ({ comment: 'ping' }) as unknown as MessageEvent));
     return new Observable<MessageEvent>((subscriber) => {
+      // Someone watching counts as activity: the sandbox is not idle-stopped under an open stream.
+      const endActivity = this.activity.begin(run.sandboxId);
       const beats = heartbeat.subscribe(subscriber);
       const inner = events.subscribe({ next: (event) => subscriber.next(event), error: (error) => subscriber.error(error), complete: () => subscriber.complete() });
       return () => {
         beats.unsubscribe();
         inner.unsubscribe();
+        void endActivity().catch(() => undefined);
       };
     });
   }

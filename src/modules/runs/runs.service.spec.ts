@@ -15,6 +15,7 @@ import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { SecretsStore } from '../sandboxes/secrets.store';
 import { SnapshotEngine } from '../snapshots/snapshot-engine';
 import { SnapshotsService } from '../snapshots/snapshots.service';
+import { SandboxActivity } from '../sandboxes/sandbox-activity';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { RunExecutor } from './run-executor';
@@ -44,7 +45,7 @@ describe('RunsService (real PGlite database)', () => {
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
     provider = strictMock<SandboxProvider>('provider', ['status'], { kind: 'local' });
     provider.status.mockResolvedValue({ status: 'running' } as never);
-    const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config);
+    const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config, new SandboxActivity(dataSource.getRepository(Sandbox)));
     executor = strictMock<RunExecutor>('executor', ['start', 'cancel']);
     executor.start.mockReturnValue(undefined);
     claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage']);

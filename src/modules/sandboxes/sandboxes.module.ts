@@ -6,6 +6,7 @@ import { Sandbox } from './sandbox.entity';
 import { SandboxAccessGuard } from './sandbox-access.guard';
 import { SandboxSnapshotsController } from './sandbox-snapshots.controller';
 import { SandboxesController } from './sandboxes.controller';
+import { SandboxActivity } from './sandbox-activity';
 import { SandboxesService } from './sandboxes.service';
 import { SecretsStore } from './secrets.store';
 
@@ -14,8 +15,8 @@ const SWEEP_MS = 10_000;
 @Module({
   imports: [TypeOrmModule.forFeature([Sandbox]), IntegrationsModule, SnapshotsModule],
   controllers: [SandboxesController, SandboxSnapshotsController],
-  providers: [SandboxesService, SecretsStore, SandboxAccessGuard],
-  exports: [SandboxesService, SandboxAccessGuard],
+  providers: [SandboxesService, SecretsStore, SandboxAccessGuard, SandboxActivity],
+  exports: [SandboxesService, SandboxAccessGuard, SandboxActivity],
 })
 export class SandboxesModule implements OnModuleInit, OnModuleDestroy {
   private idleSweep?: NodeJS.Timeout;

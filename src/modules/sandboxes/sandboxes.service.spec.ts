@@ -17,6 +17,7 @@ import { SnapshotEngine } from '../snapshots/snapshot-engine';
 import { SnapshotsService } from '../snapshots/snapshots.service';
 import { Sandbox, SandboxConfig } from './sandbox.entity';
 import { FinalSyncFailedError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
+import { SandboxActivity } from './sandbox-activity';
 import { SandboxesService } from './sandboxes.service';
 import { SecretsStore } from './secrets.store';
 
@@ -49,6 +50,7 @@ describe('SandboxesService (PGlite)', () => {
   let provider: jest.Mocked<SandboxProvider>;
   let snapshots: SnapshotsService;
   let service: SandboxesService;
+  let activity: SandboxActivity;
 
   const config = AppConfig.fromEnvironment({
     DATA_DIR: '/tmp/sandboxes-service-spec',
@@ -87,7 +89,8 @@ describe('SandboxesService (PGlite)', () => {
     const secrets = strictMock<SecretsStore>('secrets', ['resolve']);
     secrets.resolve.mockImplementation((names) => names.map((name) => ({ name, values: SECRET_VALUES[name] })));
     snapshots = new SnapshotsService(new SnapshotEngine(store), config);
-    service = new SandboxesService(rows, provider, secrets, snapshots, config);
+    activity = new SandboxActivity(rows);
+    service = new SandboxesService(rows, provider, secrets, snapshots, config, activity);
   }
 
   async function newAccount(): Promise<[string, string]> {
@@ -438,6 +441,28 @@ describe('SandboxesService (PGlite)', () => {
       for (const { id } of [patient, noIdleTimeout, shortLived]) expect((await stored(id)).status).toBe('running');
       expect((await stored(ended.id)).exitReason).toBeNull();
       expect(await snapshots.listVersions({ accountId: account, volumeName: 'idle', bucket: null, keyPrefix: null })).toEqual([expect.objectContaining({ files: 1 })]);
+    });
+
+    it('never idle-stops a sandbox with work in progress, and counts idleness from the end of the last work', async () => {
+      const longAgo = new Date(Date.now() - 3_600_000);
+      const working = await storedSandbox({ providerSandboxId: 'prov-working', lastActivityAt: longAgo }, { idle_timeout_seconds: 60 });
+      provider.terminate.mockResolvedValue(undefined);
+      const endRun = activity.begin(working.id);
+      const endStream = activity.begin(working.id);
+
+      await service.sweep();
+      await endRun();
+      await service.sweep();
+      expect((await stored(working.id)).status).toBe('running');
+
+      await endStream();
+      const lastActivity = (await stored(working.id)).lastActivityAt.getTime();
+      expect(lastActivity).toBeGreaterThan(longAgo.getTime());
+      await service.sweep(new Date(lastActivity + 59_000));
+      expect((await stored(working.id)).status).toBe('running');
+      await service.sweep(new Date(lastActivity + 61_000));
+      expect(await stored(working.id)).toMatchObject({ status: 'terminated', exitReason: 'idle_timeout' });
+      expect(provider.terminate).toHaveBeenCalledWith('prov-working');
     });
   });
 });

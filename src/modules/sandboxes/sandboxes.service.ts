@@ -15,6 +15,7 @@ import { networkOfConfig, networkOfRequest } from './sandbox-network';
 import { ACTIVE_SANDBOX_STATUSES, assertTransition, type EndedSandboxStatus, isActive, type SandboxStatus, statusesLeadingTo } from './sandbox.state-machine';
 import { workspaceStorageOf } from './sandbox-storage';
 import { FinalSyncFailedError, SandboxFieldError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
+import { SandboxActivity } from './sandbox-activity';
 import { SecretsStore } from './secrets.store';
 
 export const DEFAULT_VOLUME_NAME = 'default';
@@ -37,6 +38,7 @@ export class SandboxesService implements OnApplicationBootstrap {
     private readonly secrets: SecretsStore,
     private readonly snapshots: SnapshotsService,
     private readonly config: AppConfig,
+    private readonly activity: SandboxActivity,
   ) {}
 
   /**
@@ -154,6 +156,10 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   async exec(stored: Sandbox, dto: ExecDto): Promise<ExecResponse> {
     const sandbox = await this.requireRunning(stored);
+    return this.activity.during(sandbox.id, () => this.execIn(sandbox, dto));
+  }
+
+  private async execIn(sandbox: Sandbox & { providerSandboxId: string }, dto: ExecDto): Promise<ExecResponse> {
     const startedAt = Date.now();
     const process = await this.provider.exec(sandbox.providerSandboxId, {
       argv: dto.command,
@@ -165,7 +171,6 @@ export class SandboxesService implements OnApplicationBootstrap {
     const stdout = new CappedOutput(cap);
     const stderr = new CappedOutput(cap);
     const [exit] = await Promise.all([process.wait(), stdout.collect(process.stdout), stderr.collect(process.stderr)]);
-    await this.touch(sandbox.id);
     return {
       exit_code: exit.exitCode,
       stdout: stdout.text(),
@@ -198,7 +203,8 @@ export class SandboxesService implements OnApplicationBootstrap {
   async sweep(now = new Date()): Promise<void> {
     const running = await this.sandboxes.findBy({ status: 'running' });
     for (const sandbox of running) {
-      const reason = isIdle(sandbox, now) ? 'idle_timeout' : lifetimeEndsSoon(sandbox, now) ? 'timeout' : undefined;
+      const idle = isIdle(sandbox, now) && !this.activity.isBusy(sandbox.id);
+      const reason = idle ? 'idle_timeout' : lifetimeEndsSoon(sandbox, now) ? 'timeout' : undefined;
       if (reason) await this.endWithFinalSnapshot(sandbox, reason).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'sweep could not end the sandbox'));
     }
   }
