@@ -301,6 +301,19 @@ describe('RunExecutor (real PGlite database)', () => {
       expect(await executor.cancel(run.id)).toBe(false);
     });
 
+    it('ends the runs of a sandbox the service stops at its lifetime as interrupted, saying so, and no other run', async () => {
+      const run = await newRun();
+      const { events } = await started(run);
+
+      await activity.ending(run.sandboxId, 'timeout');
+      await activity.ending('another-sandbox', 'timeout');
+      const all = await events;
+
+      expect(execution.cancel).toHaveBeenCalledTimes(1);
+      expect(await stored(run)).toMatchObject({ status: 'interrupted', error: 'sandbox lifetime reached' });
+      expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'interrupted' } });
+    });
+
     it('stops a run cancelled before Claude started', async () => {
       const run = await newRun();
       const events = start(run);

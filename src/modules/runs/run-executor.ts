@@ -20,8 +20,11 @@ const STOP_ERRORS: Record<StopReason, string | null> = {
 };
 
 interface ActiveRun {
+  sandboxId: string;
   execution?: ClaudeExecution;
   stopReason?: StopReason;
+  /** Why it was stopped, when STOP_ERRORS does not say it. */
+  stopError?: string;
   finished: Promise<void>;
 }
 
@@ -44,7 +47,9 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
     private readonly activity: SandboxActivity,
-  ) {}
+  ) {
+    activity.onEnding((sandboxId, reason) => this.stopRunsIn(sandboxId, reason));
+  }
 
   /** Says once, at start-up, when runs cannot go through the model gateway and what that exposes. */
   onApplicationBootstrap(): void {
@@ -61,7 +66,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   start(run: Run, sandbox: ClaudeSandbox): void {
     this.events.open(run.id);
     const endActivity = this.activity.begin(run.sandboxId);
-    const entry: ActiveRun = { finished: Promise.resolve() };
+    const entry: ActiveRun = { sandboxId: run.sandboxId, finished: Promise.resolve() };
     this.active.set(run.id, entry);
     entry.finished = this.execute(run, sandbox, entry)
       .catch((error: Error) => {
@@ -85,6 +90,17 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     return true;
   }
 
+  /** The service ends a sandbox at its lifetime: its runs end interrupted, saying so (not failed without a result). */
+  private async stopRunsIn(sandboxId: string, reason: string): Promise<void> {
+    const inSandbox = [...this.active].filter(([, entry]) => entry.sandboxId === sandboxId && !entry.stopReason);
+    await Promise.all(
+      inSandbox.map(([runId, entry]) => {
+        entry.stopError = reason === 'timeout' ? 'sandbox lifetime reached' : `sandbox stopped (${reason})`;
+        return this.cancel(runId, 'interrupted');
+      }),
+    );
+  }
+
   /** The service is stopping: active runs end as interrupted (their streams end with done). */
   async onModuleDestroy(): Promise<void> {
     await Promise.all([...this.active.keys()].map((runId) => this.cancel(runId, 'interrupted')));
@@ -106,7 +122,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
       watchdog.stop();
       subscription.unsubscribe();
     });
-    await this.finish(run, outcomeOf(entry.stopReason, result));
+    await this.finish(run, outcomeOf(entry, result));
   }
 
   /** A fresh run token when Claude can go through the model gateway, else undefined (credentials are injected). */
@@ -176,8 +192,8 @@ function claudeOptionsOf(run: Run, modelGatewayToken: string | undefined): Claud
   };
 }
 
-function outcomeOf(stopReason: StopReason | undefined, result: ClaudeResult): Outcome {
-  if (stopReason) return { status: stopReason, result, error: STOP_ERRORS[stopReason] };
+function outcomeOf({ stopReason, stopError }: ActiveRun, result: ClaudeResult): Outcome {
+  if (stopReason) return { status: stopReason, result, error: stopError ?? STOP_ERRORS[stopReason] };
   return { status: result.status, result, error: result.error };
 }
 

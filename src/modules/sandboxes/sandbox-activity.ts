@@ -10,6 +10,7 @@ import { Sandbox } from './sandbox.entity';
 @Injectable()
 export class SandboxActivity {
   private readonly inFlight = new Map<string, number>();
+  private readonly endingListeners = new Set<EndingListener>();
 
   constructor(@InjectRepository(Sandbox) private readonly sandboxes: Repository<Sandbox>) {}
 
@@ -39,4 +40,16 @@ export class SandboxActivity {
   isBusy(sandboxId: string): boolean {
     return this.inFlight.has(sandboxId);
   }
+
+  /** Work that must end on its own terms before its sandbox does (a run ends `interrupted`, saying why). */
+  onEnding(listener: EndingListener): void {
+    this.endingListeners.add(listener);
+  }
+
+  /** The sandbox is about to be stopped by the service (lifetime, idle): what runs inside ends first. */
+  async ending(sandboxId: string, reason: string): Promise<void> {
+    await Promise.all([...this.endingListeners].map((listener) => listener(sandboxId, reason)));
+  }
 }
+
+export type EndingListener = (sandboxId: string, reason: string) => Promise<void>;

@@ -443,6 +443,17 @@ describe('SandboxesService (PGlite)', () => {
       expect(await snapshots.listVersions({ accountId: account, volumeName: 'idle', bucket: null, keyPrefix: null })).toEqual([expect.objectContaining({ files: 1 })]);
     });
 
+    it('lets the work inside end first (runs end interrupted, saying why) before it stops a sandbox at its lifetime', async () => {
+      const ageing = await storedSandbox({ providerSandboxId: 'prov-ageing', createdAt: new Date(Date.now() - 590_000) }, { timeout_seconds: 600 });
+      const order: string[] = [];
+      activity.onEnding(async (sandboxId, reason) => void order.push(`ending ${sandboxId === ageing.id ? 'ageing' : sandboxId} ${reason}`));
+      provider.terminate.mockImplementation(async () => void order.push('terminate'));
+
+      await service.sweep();
+
+      expect(order).toEqual(['ending ageing timeout', 'terminate']);
+    });
+
     it('never idle-stops a sandbox with work in progress, and counts idleness from the end of the last work', async () => {
       const longAgo = new Date(Date.now() - 3_600_000);
       const working = await storedSandbox({ providerSandboxId: 'prov-working', lastActivityAt: longAgo }, { idle_timeout_seconds: 60 });

@@ -211,6 +211,7 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   /** Nobody waits for this end to answer, so a failed final snapshot is logged and the sandbox ends anyway. */
   private async endWithFinalSnapshot(sandbox: Sandbox, exitReason: string): Promise<void> {
+    await this.activity.ending(sandbox.id, exitReason);
     await this.snapshotWorkspace(sandbox).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'final snapshot failed; ending the sandbox anyway'));
     if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch(() => undefined);
     await this.markEnded(sandbox, 'terminated', exitReason);
