@@ -25,6 +25,11 @@ export class SnapshotsPanel {
     this.el.create.disabled = sandbox.status !== 'running' || this.busy;
   }
 
+  /** Still showing that sandbox: compared by id, since a status poll hands over the same sandbox as a new object. */
+  isCurrent(sandbox) {
+    return sandbox.sandbox_id === this.sandbox?.sandbox_id;
+  }
+
   ensureLoaded() {
     if (this.sandbox && !this.loaded) void this.load();
   }
@@ -35,11 +40,11 @@ export class SnapshotsPanel {
     this.el.loading.hidden = false;
     try {
       const snapshots = await this.api.listSnapshots(sandbox.sandbox_id);
-      if (sandbox !== this.sandbox) return;
+      if (!this.isCurrent(sandbox)) return;
       this.render(snapshots);
       showMessage(this.el.error, '');
     } catch (error) {
-      if (sandbox !== this.sandbox) return;
+      if (!this.isCurrent(sandbox)) return;
       showMessage(this.el.error, `Could not list the snapshots. ${describeError(error)}`);
     } finally {
       this.el.loading.hidden = true;
@@ -71,11 +76,11 @@ export class SnapshotsPanel {
     showMessage(this.el.error, '');
     try {
       const result = await this.api.createSnapshot(sandbox.sandbox_id);
-      if (sandbox !== this.sandbox) return;
+      if (!this.isCurrent(sandbox)) return;
       showMessage(this.el.result, describeSnapshot(result), result.errors?.length || result.skipped?.length ? 'warning' : 'success');
       await this.load();
     } catch (error) {
-      if (sandbox !== this.sandbox) return;
+      if (!this.isCurrent(sandbox)) return;
       showMessage(this.el.error, `The snapshot failed. ${describeError(error)}`);
     } finally {
       this.busy = false;
