@@ -50,7 +50,7 @@ export class TestPeerHost {
   static async start(): Promise<TestPeerHost> {
     const slot = claimSlot(); // one /29 per peer: parallel jest workers never share a subnet
     const [hostSide, address, otherAddress] = [1, 2, 3].map((last) => `198.51.100.${slot * 8 + last}`);
-    const hostLink = `mssp${process.pid}s${slot}`;
+    const hostLink = hostLinkName(process.pid, slot);
     // Unnamed namespaces: `ip netns add` races with itself when several processes set up /run/netns at once.
     const holder = spawn('unshare', ['--net', 'sleep', 'infinity'], { stdio: 'ignore' });
     try {
@@ -109,6 +109,10 @@ export class TestPeerHost {
   }
 }
 
+function hostLinkName(pid: number, slot: number): string {
+  return `mssp${pid}s${slot}`;
+}
+
 function deleteLink(name: string): void {
   try {
     execFileSync('ip', ['link', 'del', name], { stdio: 'pipe' });
@@ -150,6 +154,7 @@ function claimSlot(): number {
       if (!existsSync(join(slotDir(slot), 'pid'))) continue; // released meanwhile, or another claim mid-rename
       const owner = Number(readFileSync(join(slotDir(slot), 'pid'), { encoding: 'utf8', flag: 'r' }).trim() || 0);
       if (owner > 0 && isAlive(owner)) continue;
+      deleteLink(hostLinkName(owner, slot)); // a killed test left its peer: its subnet must not be on two links
       rmSync(slotDir(slot), { recursive: true, force: true });
       slot--; // try the same slot again
     }
