@@ -454,6 +454,16 @@ describe('SandboxesService (PGlite)', () => {
       expect(order).toEqual(['ending ageing timeout', 'terminate']);
     });
 
+    it('records the idle stop as the reason even when a status check sees the engine stop first', async () => {
+      const idle = await storedSandbox({ providerSandboxId: 'prov-racing', lastActivityAt: new Date(Date.now() - 3_600_000) }, { idle_timeout_seconds: 60 });
+      provider.status.mockResolvedValue({ status: 'terminated', exitReason: 'terminated' });
+      provider.terminate.mockImplementation(async () => void (await service.refresh(await stored(idle.id))));
+
+      await service.sweep();
+
+      expect(await stored(idle.id)).toMatchObject({ status: 'terminated', exitReason: 'idle_timeout' });
+    });
+
     it('never idle-stops a sandbox with work in progress, and counts idleness from the end of the last work', async () => {
       const longAgo = new Date(Date.now() - 3_600_000);
       const working = await storedSandbox({ providerSandboxId: 'prov-working', lastActivityAt: longAgo }, { idle_timeout_seconds: 60 });

@@ -213,8 +213,9 @@ export class SandboxesService implements OnApplicationBootstrap {
   private async endWithFinalSnapshot(sandbox: Sandbox, exitReason: string): Promise<void> {
     await this.activity.ending(sandbox.id, exitReason);
     await this.snapshotWorkspace(sandbox).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'final snapshot failed; ending the sandbox anyway'));
-    if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch(() => undefined);
+    // Recorded before the engine stops it: a status check in between would otherwise record the stop as the reason.
     await this.markEnded(sandbox, 'terminated', exitReason);
+    if (sandbox.providerSandboxId) await this.provider.terminate(sandbox.providerSandboxId).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'engine stop failed'));
   }
 
   private async restoreWorkspace(sandbox: Sandbox): Promise<void> {
