@@ -1,16 +1,8 @@
 import type { AppConfig } from '../../config/app-config';
+import type { ClaudeRunOptions } from './claude.agent';
 
-export interface ClaudeInvocationOptions {
-  prompt: string;
-  /** The `session_id` of an earlier run's result; its transcript must be under configDir. */
-  resumeSessionId?: string;
-  /** Defaults to the configured ANTHROPIC_MODEL, else the CLI's own default. */
-  model?: string;
-  maxTurns?: number;
-  allowedTools?: string[];
-  disallowedTools?: string[];
-  appendSystemPrompt?: string;
-  includePartialMessages?: boolean;
+/** A run's options, plus what only the CLI's invocation needs. */
+export interface ClaudeInvocationOptions extends Omit<ClaudeRunOptions, 'modelGatewayToken'> {
   /** The CLI refuses to skip permissions as root unless told it runs in a sandbox. */
   runsAsRoot: boolean;
   /** Claude's state directory (settings, conversation transcripts); on the sandbox's volume. */
