@@ -18,13 +18,13 @@ import { AppConfig } from '../src/config/app-config';
 import { CLAUDE_STATE_DIR } from '../src/integrations/claude/claude-cli.agent';
 import { claudeCliInvocation, type ClaudeInvocation } from '../src/integrations/claude/claude-cli.invocation';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
-import { FakeAnthropic, type FakeTurn } from '../test/support/fake-anthropic';
-import { TestPeerHost } from '../test/support/network-peer';
+import type { FakeAnthropic, FakeTurn } from '../test/support/fake-anthropic';
 import { api } from '../test/support/http';
 import { BenchService } from './support/bench-service';
 import { benchOptions, epochNow, markdownTable, ms, summarize, type Summary } from './support/stats';
 import { followEvents, type TimedEvent } from './support/timed-sse';
-import { stampsIn, TimestampingProxy } from './support/timestamping-proxy';
+import { DELTAS_PER_REPLY, FAKE_API_KEY, PROMPT, REPLY, startOutsideModel } from './support/outside-model';
+import { stampsIn } from './support/timestamping-proxy';
 
 const FULL_PAIRS = 12;
 const QUICK_PAIRS = 4;
@@ -32,12 +32,6 @@ const WARM_UP_PAIRS = 2;
 const SUBSCRIBERS = 50;
 const TARGET_RATIO = 1.1;
 const TARGET_P99_MS = 20;
-/** Not a credential: the fake accepts anything. */
-const FAKE_API_KEY = 'sk-ant-benchmark-fake-key';
-const PROMPT = 'Reply with a short paragraph.';
-/** 40 text deltas, 10 ms apart (the fake's pacing), plus the message's framing events. */
-const DELTAS_PER_REPLY = 40;
-const REPLY: FakeTurn = { content: [{ type: 'text', text: 'word '.repeat(DELTAS_PER_REPLY) }] };
 /** The fan-out run streams more slowly, so that subscribers join while it is live. */
 const FAN_OUT_REPLY: FakeTurn = { ...REPLY, delayMs: 25 };
 const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -64,11 +58,7 @@ interface Timing {
 async function main(): Promise<void> {
   const options = benchOptions();
   const pairs = options.quick ? QUICK_PAIRS : FULL_PAIRS;
-  const fake = await FakeAnthropic.start({ delayMs: 10, piecesPerBlock: DELTAS_PER_REPLY });
-  // Sandboxes reach no host address: the model is at an outside host (a network namespace this
-  // benchmark makes); API runs reach it through the model gateway, execs and the host directly.
-  const peer = await TestPeerHost.start();
-  const proxy = await TimestampingProxy.start(fake.url, { socket: await peer.listeningSocket(), address: peer.address });
+  const { fake, proxy, stop: stopModel } = await startOutsideModel();
   const env = { ANTHROPIC_BASE_URL: proxy.url, ANTHROPIC_API_KEY: FAKE_API_KEY };
   const service = await BenchService.start({ env, database: options.database });
   const hostDir = await mkdtemp(join(tmpdir(), 'claude-runs-bench-'));
@@ -106,9 +96,7 @@ async function main(): Promise<void> {
     report({ throughApi, directExec, onHost, fanOut, setting: `${options.database}, service RSS ${service.residentMiB().toFixed(0)} MiB` });
   } finally {
     await service.stop();
-    await proxy.stop();
-    await peer.stop();
-    await fake.stop();
+    await stopModel();
     await rm(hostDir, { recursive: true, force: true });
   }
 }

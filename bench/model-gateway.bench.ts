@@ -14,12 +14,12 @@ import { AppConfig } from '../src/config/app-config';
 import { CLAUDE_STATE_DIR } from '../src/integrations/claude/claude-cli.agent';
 import { claudeCliInvocation, type ClaudeInvocation } from '../src/integrations/claude/claude-cli.invocation';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
-import { FakeAnthropic, type FakeStall, type FakeTurn } from '../test/support/fake-anthropic';
-import { TestPeerHost } from '../test/support/network-peer';
+import type { FakeAnthropic, FakeStall } from '../test/support/fake-anthropic';
 import { api } from '../test/support/http';
 import { BenchService } from './support/bench-service';
 import { benchOptions, epochNow, markdownTable, ms, summarize, type Summary } from './support/stats';
-import { stampsIn, TimestampingProxy } from './support/timestamping-proxy';
+import { DELTAS_PER_REPLY, FAKE_API_KEY, PROMPT, REPLY, startOutsideModel } from './support/outside-model';
+import { stampsIn } from './support/timestamping-proxy';
 
 const FULL_PAIRS = 12;
 const QUICK_PAIRS = 4;
@@ -28,11 +28,6 @@ const FULL_STREAM_PAIRS = 40;
 const QUICK_STREAM_PAIRS = 12;
 const TARGET_RATIO = 1.05;
 const TARGET_ADDED_P99_MS = 5;
-/** Not a credential: the fake accepts anything. */
-const FAKE_API_KEY = 'sk-ant-benchmark-fake-key';
-const PROMPT = 'Reply with a short paragraph.';
-const DELTAS_PER_REPLY = 40;
-const REPLY: FakeTurn = { content: [{ type: 'text', text: 'word '.repeat(DELTAS_PER_REPLY) }] };
 /** Holds a run active (its model request never answers) so that its gateway token stays valid for the benchmark. */
 const HOLDER: FakeStall = { stall: 'silent' };
 /** A Messages request that consumes one scripted reply (it carries tools) and streams it. */
@@ -42,11 +37,7 @@ type Client = ReturnType<typeof api>;
 
 async function main(): Promise<void> {
   const options = benchOptions();
-  const fake = await FakeAnthropic.start({ delayMs: 10, piecesPerBlock: DELTAS_PER_REPLY });
-  // Sandboxes reach no host address: "direct" is the model at an outside host (a network namespace
-  // this benchmark makes), which the gateway reaches too.
-  const peer = await TestPeerHost.start();
-  const proxy = await TimestampingProxy.start(fake.url, { socket: await peer.listeningSocket(), address: peer.address });
+  const { fake, proxy, stop: stopModel } = await startOutsideModel();
   const env = { ANTHROPIC_BASE_URL: proxy.url, ANTHROPIC_API_KEY: FAKE_API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '3600' };
   const service = await BenchService.start({ env, database: options.database });
   try {
@@ -92,9 +83,7 @@ async function main(): Promise<void> {
     report({ gatewayWall, directWall, gatewayDelays, directDelays, setting: `${options.database}, service RSS ${service.residentMiB().toFixed(0)} MiB` });
   } finally {
     await service.stop();
-    await proxy.stop();
-    await peer.stop();
-    await fake.stop();
+    await stopModel();
   }
 }
 
