@@ -26,9 +26,15 @@ function isAlive(pid: number): boolean {
   }
 }
 
-async function eventually(check: () => boolean): Promise<void> {
-  for (let attempt = 0; attempt < 200 && !check(); attempt++) await new Promise((resolve) => setTimeout(resolve, 10));
+async function eventually(check: () => boolean, attempts = 200): Promise<void> {
+  for (let attempt = 0; attempt < attempts && !check(); attempt++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(check()).toBe(true);
+}
+
+/** The session id, from /proc/<pid>/stat (the fields after the command's closing parenthesis). */
+function sessionOf(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3];
 }
 
 function parentOf(pid: number): number {
@@ -107,29 +113,48 @@ describe('SandboxSpawner', () => {
     await expect(spawner.spawn('/no/such/program', [], { stdioCount: 3 })).rejects.toBeInstanceOf(ProviderFailureError);
   });
 
-  it('kills what the helper ran when the helper dies, and starts a new helper for the next spawn', async () => {
+  it('kills what the supervisor ran when it dies, and starts a new supervisor for the next spawn', async () => {
     const child = await spawner.spawn('/bin/sh', ['-c', 'sleep 60'], { stdioCount: 3, detached: true });
-    const helperPid = parentOf(child.pid);
+    const supervisorPid = parentOf(child.pid);
+    expect(supervisorPid).toBe(await spawner.supervisorPid());
     const ended = closed(child);
 
-    process.kill(helperPid, 'SIGKILL');
+    process.kill(supervisorPid, 'SIGKILL');
 
     expect(await ended).toEqual([null, 'SIGKILL']);
     await eventually(() => !isAlive(child.pid));
     const next = await spawner.spawn('/bin/sh', ['-c', 'read -r _; echo again'], { stdioCount: 3 });
-    expect(parentOf(next.pid)).not.toBe(helperPid);
+    expect(parentOf(next.pid)).not.toBe(supervisorPid);
     const stdout = collect(next.stdio[1]);
     next.stdio[0].end('\n');
     expect(await closed(next)).toEqual([0, null]);
     expect(stdout()).toBe('again\n');
   });
 
-  it('on close, kills every process still running and removes its socket', async () => {
+  it('runs its children from a supervisor that is not a child of this process and outlives its connection', async () => {
+    const child = await spawner.spawn('/bin/sh', ['-c', 'exec sleep 60'], { stdioCount: 3 });
+    const supervisorPid = parentOf(child.pid);
+    expect(parentOf(supervisorPid)).not.toBe(process.pid);
+    expect(sessionOf(supervisorPid)).not.toBe(sessionOf(process.pid));
+
+    await spawner.close();
+
+    expect(isAlive(supervisorPid)).toBe(true);
+    const again = new SandboxSpawner(join(dir, 'spawner'), new InheritedFdShield([]));
+    try {
+      expect(await again.supervisorPid()).toBe(supervisorPid);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('on close, kills every process it did not ask to keep and removes its stdio socket', async () => {
     const child = await spawner.spawn('/bin/sh', ['-c', 'exec sleep 60'], { stdioCount: 3 });
     const socketDir = join(dir, 'spawner');
     expect(statSync(socketDir).mode & 0o777).toBe(0o700);
-    expect(readdirSync(socketDir)).toHaveLength(1);
-    expect(statSync(join(socketDir, readdirSync(socketDir)[0])).mode & 0o777).toBe(0o600);
+    const stdioSockets = () => readdirSync(socketDir).filter((name) => /^\d+-[0-9a-f]+\.sock$/.test(name));
+    expect(stdioSockets()).toHaveLength(1);
+    expect(statSync(join(socketDir, stdioSockets()[0])).mode & 0o777).toBe(0o600);
 
     const ended = closed(child);
 
@@ -137,7 +162,31 @@ describe('SandboxSpawner', () => {
 
     expect(await ended).toEqual([null, 'SIGKILL']);
     await eventually(() => !isAlive(child.pid));
-    expect(readdirSync(socketDir)).toEqual([]);
-    expect(existsSync(socketDir)).toBe(true);
+    expect(stdioSockets()).toEqual([]);
+    expect(existsSync(join(socketDir, 'supervisor.sock'))).toBe(true);
+  });
+
+  it('keeps a process beyond the connection, kills it at its deadline and records how it ended', async () => {
+    const exitFile = join(dir, 'kept.exit');
+    const child = await spawner.spawn('/bin/sh', ['-c', 'sleep 60 & wait'], { stdioCount: 3, detached: true });
+    child.keep({ key: 'test', deadline: Date.now() + 1500, exitFile });
+
+    await spawner.close();
+
+    expect(isAlive(child.pid)).toBe(true);
+    await eventually(() => existsSync(exitFile), 400);
+    expect(JSON.parse(readFileSync(exitFile, 'utf8'))).toMatchObject({ code: null, signal: 'SIGKILL', reason: 'deadline' });
+    await eventually(() => !isAlive(child.pid));
+  });
+
+  it('records the exit code of a kept process that ends by itself', async () => {
+    const exitFile = join(dir, 'kept.exit');
+    const child = await spawner.spawn('/bin/sh', ['-c', 'read -r _; exit 7'], { stdioCount: 3 });
+    child.keep({ key: 'test', deadline: Date.now() + 60_000, exitFile });
+    child.stdio[0].end('\n');
+
+    expect(await closed(child)).toEqual([7, null]);
+    await eventually(() => existsSync(exitFile));
+    expect(JSON.parse(readFileSync(exitFile, 'utf8'))).toMatchObject({ code: 7, signal: null, reason: 'exited' });
   });
 });

@@ -1,8 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { closeSync, openSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Logger } from '@nestjs/common';
@@ -15,6 +17,9 @@ const TOKEN_LENGTH = TOKEN_BYTES * 2;
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 const SOCKET_NAME = /^(\d+)-[0-9a-f]+\.sock$/;
+/** How long a supervisor just started may take to answer on its control socket. */
+const SUPERVISOR_START_MS = 10_000;
+const SUPERVISOR_POLL_MS = 20;
 
 export interface SpawnOptions {
   /** How many descriptors, from 0, the child gets as sockets connected to this process. */
@@ -25,6 +30,7 @@ export interface SpawnOptions {
 
 interface ProcessLink {
   kill(signal: NodeJS.Signals): void;
+  keep(options: KeepOptions): void;
   setReferenced(referenced: boolean): void;
   release(): void;
 }
@@ -60,6 +66,15 @@ export class SpawnedProcess extends EventEmitter {
     this.link.kill(signal);
   }
 
+  /**
+   * Asks the supervisor to keep it beyond this service's connection, until it ends or its
+   * deadline, and to record its end in the exit file. This object then no longer reports its exit
+   * once the connection is gone.
+   */
+  keep(options: KeepOptions): void {
+    this.link.keep(options);
+  }
+
   /** Makes the service wait for this process before it can exit (it does not by default). */
   ref(): void {
     this.link.setReferenced(true);
@@ -91,16 +106,20 @@ export class SpawnedProcess extends EventEmitter {
 }
 
 interface Helper {
-  child: ChildProcess;
+  /** The control connection to the supervisor. */
+  connection: Socket;
+  /** The supervisor's pid. */
+  pid: number;
+  /** This service's stdio socket, where the supervisor connects the stdio of each child. */
   server: Server;
   socketPath: string;
-  /** Set by close(): its exit is then no loss. */
+  /** Set by close(): losing it is then no loss. */
   closing: boolean;
-  /** Settles once its exit has been handled. */
+  /** Settles once its loss has been handled. */
   gone: Promise<void>;
 }
 
-/** A spawn asked of the helper, until its pid and every one of its stdio sockets are known. */
+/** A spawn asked of the supervisor, until its pid and every one of its stdio sockets are known. */
 interface PendingSpawn {
   helper: Helper;
   file: string;
@@ -119,17 +138,29 @@ interface LiveProcess {
   process: SpawnedProcess;
   detached: boolean;
   referenced: boolean;
+  kept: boolean;
+}
+
+/** How a process the supervisor keeps beyond this service's connection ends at the latest, and where it records its end. */
+export interface KeepOptions {
+  /** Names it in the supervisor's log. */
+  key: string;
+  /** Epoch ms at which the supervisor kills it (and its group), service or not. */
+  deadline: number;
+  /** Receives a KeptExit (JSON) when it ends. */
+  exitFile: string;
 }
 
 /**
- * Starts the processes of the local engine from a small helper process, so that this process never
- * calls spawn() on a request's path: spawn() forks, and blocks the event loop for a time that grows
- * with the parent's resident memory (tens of ms for the service with its embedded database, every
- * stream of the service stalled meanwhile). The helper is started on the first spawn, again on the
- * next spawn after it died, and stopped by close(). The stdio of each child are sockets to a private
- * Unix socket of this process, so output goes from the child to the service without a copy in
- * between, and the service closing its end reaches the child as end of file. When the helper is
- * lost, everything it started is killed: nothing may run that no one would see exit.
+ * Starts the processes of the local engine from the sandboxes' supervisor, a small process that
+ * outlives the service (see spawnerMain): it is started detached, in cgroups of its own (beside the
+ * service's, so that stopping the service's unit does not reach it), on the first spawn, and later
+ * services connect to the one already running. This process never calls spawn() on a request's
+ * path: spawn() forks, and blocks the event loop for a time that grows with the parent's resident
+ * memory. The stdio of each child are sockets to a private Unix socket of this process, so output
+ * goes from the child to the service without a copy in between, and the service closing its end
+ * reaches the child as end of file. When the connection is lost, everything spawned through it is
+ * killed except what it asked the supervisor to keep (the sandboxes themselves).
  */
 export class SandboxSpawner {
   private readonly logger = new Logger(SandboxSpawner.name);
@@ -139,10 +170,15 @@ export class SandboxSpawner {
   private starting?: Promise<Helper>;
   private nextId = 1;
 
-  /** `socketDir` is created with mode 0700; `fdShield` keeps the service's inherited descriptors from the helper. */
+  /**
+   * `socketDir` is created with mode 0700 and holds the supervisor's control socket, its log and
+   * this service's stdio socket; `fdShield` keeps the service's inherited descriptors from the
+   * supervisor; `supervisorCgroups` makes the supervisor's cgroups and returns their procs files.
+   */
   constructor(
     private readonly socketDir: string,
     private readonly fdShield: InheritedFdShield,
+    private readonly supervisorCgroups: () => Promise<string[]> = async () => [],
   ) {}
 
   /** Spawns `file args` with an empty environment; resolves once it runs and its stdio are connected. */
@@ -156,57 +192,103 @@ export class SandboxSpawner {
     });
     tokens.forEach((token, index) => this.byToken.set(token, { id, index }));
     this.updateReferences(helper);
-    send(helper, { type: 'spawn', id, file, args, detached, tokens });
+    send(helper, { type: 'spawn', id, file, args, detached, tokens, stdioSocket: helper.socketPath });
     return spawned;
   }
 
-  /** Ends the helper, which kills whatever it still runs, and removes the socket. */
+  /** The supervisor's pid, starting it when none runs. */
+  async supervisorPid(): Promise<number> {
+    return (await this.runningHelper()).pid;
+  }
+
+  /** Lets go of the supervisor, which kills whatever this service spawned except what it keeps. */
   async close(): Promise<void> {
     const starting = this.starting;
     this.starting = undefined;
     const helper = await starting?.catch(() => undefined);
     if (!helper) return;
     helper.closing = true;
-    if (helper.child.connected) helper.child.disconnect();
+    helper.connection.end();
     await helper.gone;
   }
 
   private runningHelper(): Promise<Helper> {
-    this.starting ??= this.startHelper().catch((error: Error) => {
+    this.starting ??= this.connectHelper().catch((error: Error) => {
       this.starting = undefined;
-      throw new ProviderFailureError('sandbox', `could not start the sandbox spawner: ${error.message}`);
+      throw new ProviderFailureError('sandbox', `could not reach the sandbox supervisor: ${error.message}`);
     });
     return this.starting;
   }
 
-  private async startHelper(): Promise<Helper> {
+  private async connectHelper(): Promise<Helper> {
+    await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
+    await chmod(this.socketDir, 0o700);
+    const controlPath = await this.controlSocketPath();
     const socketPath = await this.newSocketPath();
     const server = createServer((socket) => this.claim(socket));
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
     server.unref();
     await chmod(socketPath, 0o600);
-    const child = spawn(process.execPath, ['-e', `(${spawnerMain.toString()})(process.argv[1])`, socketPath], {
-      stdio: this.fdShield.stdio(['ignore', 'inherit', 'inherit', 'ipc']),
-      env: {},
-    });
-    let settleGone!: () => void;
-    const helper: Helper = { child, server, socketPath, closing: false, gone: new Promise((resolve) => (settleGone = resolve)) };
-    const onGone = (code: number | null, signal: NodeJS.Signals | null) => void this.helperExited(helper, code, signal).finally(settleGone);
-    child.on('message', (report: SpawnerReport) => this.handle(report));
-    child.once('exit', onGone);
-    child.on('error', (error) => {
-      this.logger.warn(`sandbox spawner: ${error.message}`);
-      if (child.pid === undefined) onGone(null, null); // it never ran
-    });
-    this.updateReferences(helper);
-    this.logger.log(`sandbox spawner ${child.pid} started`);
-    return helper;
+    try {
+      const running = await connectSupervisor(controlPath).catch(() => undefined);
+      const { connection, pid } = running ?? (await this.startSupervisor(controlPath));
+      let settleGone!: () => void;
+      const helper: Helper = { connection, pid, server, socketPath, closing: false, gone: new Promise((resolve) => (settleGone = resolve)) };
+      readLines(connection, (line) => this.handle(JSON.parse(line) as SpawnerReport));
+      connection.on('error', () => undefined);
+      connection.once('close', () => void this.helperLost(helper).finally(settleGone));
+      this.updateReferences(helper);
+      this.logger.log(`connected to the sandbox supervisor ${pid}`);
+      return helper;
+    } catch (error) {
+      server.close();
+      await rm(socketPath, { force: true });
+      throw error;
+    }
+  }
+
+  /** Starts a supervisor detached from this process (own session, own cgroups) and connects to it. */
+  private async startSupervisor(controlPath: string): Promise<{ connection: Socket; pid: number }> {
+    const cgroupFiles = await this.supervisorCgroups();
+    const logFd = openSync(join(this.socketDir, 'supervisor.log'), 'a', 0o600);
+    try {
+      // Through a shell that exits at once: the supervisor is nobody's child but init's (or the subreaper's), as a daemon is.
+      const supervisor = [process.execPath, '-e', `(${spawnerMain.toString()})(...process.argv.slice(1))`, controlPath, ...cgroupFiles];
+      const child = spawn('/bin/sh', ['-c', '"$@" &', 'sh', ...supervisor], {
+        stdio: this.fdShield.stdio(['ignore', logFd, logFd]),
+        env: {},
+        detached: true,
+      });
+      child.on('error', (error) => this.logger.warn(`sandbox supervisor: ${error.message}`));
+      child.unref();
+      this.logger.log('sandbox supervisor started');
+    } finally {
+      closeSync(logFd);
+    }
+    const deadline = Date.now() + SUPERVISOR_START_MS;
+    for (;;) {
+      try {
+        return await connectSupervisor(controlPath);
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+      }
+      await sleep(SUPERVISOR_POLL_MS);
+    }
+  }
+
+  /** The control socket in socketDir, or, when that path is too long for a socket, in a private directory named after it. */
+  private async controlSocketPath(): Promise<string> {
+    const path = join(this.socketDir, 'supervisor.sock');
+    if (path.length <= MAX_SOCKET_PATH) return path;
+    const dir = join(tmpdir(), `sandbox-supervisor-${createHash('sha256').update(this.socketDir).digest('hex').slice(0, 16)}`);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const owner = await stat(dir);
+    if (owner.uid !== process.getuid?.() || (owner.mode & 0o077) !== 0) throw new Error(`${dir} is not a private directory of this user`);
+    return join(dir, 'supervisor.sock');
   }
 
   /** A fresh socket in socketDir, or in a private temporary directory when that path is too long for a socket. */
   private async newSocketPath(): Promise<string> {
-    await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
-    await chmod(this.socketDir, 0o700);
     await this.removeStaleSockets();
     const name = `${process.pid}-${randomBytes(6).toString('hex')}.sock`;
     const path = join(this.socketDir, name);
@@ -221,7 +303,7 @@ export class SandboxSpawner {
     }
   }
 
-  /** A connection from the helper: its first bytes are the token saying which stdio of which spawn it is. */
+  /** A connection from the supervisor: its first bytes are the token saying which stdio of which spawn it is. */
   private claim(socket: Socket): void {
     // A reset (the child closed with input unread) ends the stream as a pipe's end of file would.
     socket.on('error', () => socket.destroy());
@@ -241,6 +323,7 @@ export class SandboxSpawner {
   }
 
   private handle(report: SpawnerReport): void {
+    if (report.type === 'hello') return;
     const spawn = this.pending.get(report.id);
     if (!spawn) {
       if (report.type === 'exit') this.live.get(report.id)?.process.exited(report.code, report.signal);
@@ -258,7 +341,7 @@ export class SandboxSpawner {
     if (spawn.pid === undefined || spawn.missing > 0) return;
     this.pending.delete(id);
     const process = new SpawnedProcess(spawn.pid, spawn.stdio as Socket[], this.link(id));
-    this.live.set(id, { helper: spawn.helper, process, detached: spawn.detached, referenced: false });
+    this.live.set(id, { helper: spawn.helper, process, detached: spawn.detached, referenced: false, kept: false });
     this.updateReferences(spawn.helper);
     spawn.resolve(process);
     const early = spawn.exit;
@@ -280,6 +363,12 @@ export class SandboxSpawner {
         const entry = this.live.get(id);
         if (entry) send(entry.helper, { type: 'kill', id, signal });
       },
+      keep: (options) => {
+        const entry = this.live.get(id);
+        if (!entry) return;
+        entry.kept = true;
+        send(entry.helper, { type: 'keep', id, ...options });
+      },
       setReferenced: (referenced) => {
         const entry = this.live.get(id);
         if (!entry) return;
@@ -296,42 +385,86 @@ export class SandboxSpawner {
     };
   }
 
-  /** The helper holds the service open while a spawn is under way or a referenced process runs. */
+  /** The connection holds the service open while a spawn is under way or a referenced process runs. */
   private updateReferences(helper: Helper): void {
     const busy = [...this.pending.values()].some((spawn) => spawn.helper === helper) || [...this.live.values()].some((entry) => entry.helper === helper && entry.referenced);
-    if (busy) {
-      helper.child.ref();
-      helper.child.channel?.ref();
-    } else {
-      helper.child.unref();
-      helper.child.channel?.unref();
-    }
+    if (busy) helper.connection.ref();
+    else helper.connection.unref();
   }
 
-  private async helperExited(helper: Helper, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    const lost = [...this.live.values()].filter((entry) => entry.helper === helper);
+  /**
+   * The connection ended (close(), or the supervisor died). Kept processes go on unseen by this
+   * object (their owner watches them otherwise); the rest are gone, killed here too in case the
+   * supervisor died without killing them.
+   */
+  private async helperLost(helper: Helper): Promise<void> {
+    const lost = [...this.live.entries()].filter(([, entry]) => entry.helper === helper);
     if (!helper.closing) {
-      this.logger.warn(`sandbox spawner ${helper.child.pid} exited (${signal ?? code}); killing the ${lost.length} processes it ran`);
+      this.logger.warn(`lost the sandbox supervisor ${helper.pid}; killing the ${lost.filter(([, entry]) => !entry.kept).length} processes it ran for this service`);
       const current = this.starting;
       if ((await current?.catch(() => undefined)) === helper && this.starting === current) this.starting = undefined;
-      // Orphaned now, they would run unseen (the helper kills them itself when told to close). Whatever
-      // still runs in a sandbox after its exec exited dies with the sandbox, its launcher killed here.
-      for (const { process, detached } of lost) {
-        if (process.exitCode === null && process.signalCode === null) killQuietly(detached ? -process.pid : process.pid);
+      for (const [, { process, detached, kept }] of lost) {
+        if (!kept && process.exitCode === null && process.signalCode === null) killQuietly(detached ? -process.pid : process.pid);
       }
-    } else {
-      this.logger.log(`sandbox spawner ${helper.child.pid} stopped`);
     }
     helper.server.close();
     const socketDir = dirname(helper.socketPath);
     await rm(socketDir === this.socketDir ? helper.socketPath : socketDir, { recursive: true, force: true });
-    for (const [id, spawn] of this.pending) if (spawn.helper === helper) this.fail(id, spawn, new ProviderFailureError('sandbox', 'the sandbox spawner exited'));
-    for (const { process } of lost) process.exited(null, 'SIGKILL');
+    for (const [id, spawn] of this.pending) if (spawn.helper === helper) this.fail(id, spawn, new ProviderFailureError('sandbox', 'the sandbox supervisor went away'));
+    for (const [id, { process, kept }] of lost) {
+      this.live.delete(id);
+      if (!kept) process.exited(null, 'SIGKILL');
+    }
   }
 }
 
+/** Connects to the supervisor's control socket and waits for its hello. */
+function connectSupervisor(path: string): Promise<{ connection: Socket; pid: number }> {
+  return new Promise((resolve, reject) => {
+    const connection = connect(path);
+    const timer = setTimeout(() => fail(new Error('the supervisor did not answer')), SUPERVISOR_START_MS);
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      connection.destroy();
+      reject(error);
+    };
+    connection.once('error', fail);
+    let buffered = '';
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      const newline = buffered.indexOf('\n');
+      if (newline < 0) return;
+      clearTimeout(timer);
+      connection.removeListener('data', onData);
+      connection.removeListener('error', fail);
+      const rest = buffered.slice(newline + 1);
+      const hello = JSON.parse(buffered.slice(0, newline)) as SpawnerReport;
+      if (hello.type !== 'hello') return fail(new Error('unexpected first message from the supervisor'));
+      connection.pause();
+      if (rest !== '') connection.unshift(Buffer.from(rest));
+      resolve({ connection, pid: hello.pid });
+    };
+    connection.on('data', onData);
+  });
+}
+
+/** Calls onLine for every newline-terminated line the socket delivers. */
+function readLines(socket: Socket, onLine: (line: string) => void): void {
+  let buffered = '';
+  socket.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      if (line !== '') onLine(line);
+    }
+  });
+  socket.resume();
+}
+
 function send(helper: Helper, request: SpawnerRequest): void {
-  if (helper.child.connected) helper.child.send(request);
+  if (!helper.connection.destroyed && helper.connection.writable) helper.connection.write(`${JSON.stringify(request)}\n`);
 }
 
 function isRunning(pid: number): boolean {
