@@ -5,7 +5,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import { getRepositoryToken } from '@nestjs/typeorm';
 import { Client } from 'pg';
+import { In, type Repository } from 'typeorm';
+import { Sandbox } from '../../src/modules/sandboxes/sandbox.entity';
+import { ACTIVE_SANDBOX_STATUSES } from '../../src/modules/sandboxes/sandbox.state-machine';
+import { SandboxesService } from '../../src/modules/sandboxes/sandboxes.service';
 import { createApp } from '../../src/app.setup';
 import { AppConfig } from '../../src/config/app-config';
 
@@ -28,7 +33,10 @@ export interface TestApp {
   databaseUrl?: string;
   /** Every JSON log line the app wrote. */
   logs: string[];
-  /** Stops the app; keeps its data for a restart unless `{ purge: true }`. */
+  /**
+   * Stops the app as SIGTERM does: its sandboxes and runs go on for the next start. With
+   * `{ purge: true }` its sandboxes are terminated first, then its data removed.
+   */
   close(options?: { purge?: boolean }): Promise<void>;
 }
 
@@ -72,12 +80,22 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
     databaseUrl,
     logs,
     async close({ purge = false } = {}) {
+      if (purge) await terminateSandboxes(app);
       await app.close();
       if (!purge) return;
       rmSync(dataDir, { recursive: true, force: true });
       if (databaseUrl) await dropDatabase(databaseUrl);
     },
   };
+}
+
+/** Ends every sandbox the app still runs, as DELETE without a final snapshot would. */
+async function terminateSandboxes(app: NestExpressApplication): Promise<void> {
+  const rows = app.get<Repository<Sandbox>>(getRepositoryToken(Sandbox));
+  const sandboxes = app.get(SandboxesService);
+  for (const sandbox of await rows.findBy({ status: In([...ACTIVE_SANDBOX_STATUSES]) })) {
+    await sandboxes.terminate(sandbox, { sync: false, force: true }).catch(() => undefined);
+  }
 }
 
 export async function login(url: string, email: string, password: string): Promise<string> {

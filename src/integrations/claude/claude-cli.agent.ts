@@ -1,9 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '../../config/app-config';
 import { SandboxProvider } from '../sandbox/sandbox-provider';
-import { ClaudeAgent, ClaudeExecution, ClaudeRunOptions, ClaudeSandbox } from './claude.agent';
+import { ClaudeAgent, ClaudeExecution, ClaudeRunOptions, ClaudeSandbox, ResumePoint, START_OF_RUN } from './claude.agent';
 import { hasModelCredentials, MISSING_CREDENTIALS_MESSAGE, servedByModelGateway } from './claude.credentials';
-import { ClaudeCliExecution } from './claude-cli.execution';
+import { ClaudeCliExecution, type SandboxExec } from './claude-cli.execution';
+import { runLogDir, startArgv } from './claude-run-log';
+import type { SandboxProcess } from '../sandbox/sandbox-provider';
 import { claudeCliInvocation } from './claude-cli.invocation';
 
 /** Conversation state lives on the volume, beside (not inside) the project's own .claude folder. */
@@ -33,7 +35,7 @@ export class ClaudeCliAgent extends ClaudeAgent {
     return null;
   }
 
-  start(sandbox: ClaudeSandbox, options: ClaudeRunOptions): ClaudeExecution {
+  start(sandbox: ClaudeSandbox, runId: string, options: ClaudeRunOptions): ClaudeExecution {
     const { modelGatewayToken, ...invocationOptions } = options;
     const invocation = claudeCliInvocation(this.config, {
       ...invocationOptions,
@@ -41,7 +43,18 @@ export class ClaudeCliAgent extends ClaudeAgent {
       configDir: `${sandbox.volumeMountPath}/${CLAUDE_STATE_DIR}`,
       modelGateway: modelGatewayToken === undefined ? undefined : { url: this.modelGatewayUrl(), token: modelGatewayToken },
     });
-    return new ClaudeCliExecution(this.sandboxes.exec(sandbox.providerSandboxId, { ...invocation, workdir: sandbox.workdir }));
+    const dir = runLogDir(runId);
+    const exec = this.execIn(sandbox);
+    const started = exec({ ...invocation, argv: startArgv(dir, invocation.argv), workdir: sandbox.workdir }).then(requireStarted);
+    return new ClaudeCliExecution(exec, dir, started, START_OF_RUN);
+  }
+
+  resume(sandbox: ClaudeSandbox, runId: string, from: ResumePoint): ClaudeExecution {
+    return new ClaudeCliExecution(this.execIn(sandbox), runLogDir(runId), Promise.resolve(), from);
+  }
+
+  private execIn(sandbox: ClaudeSandbox): SandboxExec {
+    return (request) => this.sandboxes.exec(sandbox.providerSandboxId, request);
   }
 
   private modelGatewayUrl(): string {
@@ -49,4 +62,13 @@ export class ClaudeCliAgent extends ClaudeAgent {
     if (url === null) throw new Error('a model gateway token was given, but sandboxes of this engine cannot reach the gateway');
     return url;
   }
+}
+
+/** The starter exits 0 once the agent runs; anything else means it never started, said on its stderr. */
+async function requireStarted(starter: SandboxProcess): Promise<void> {
+  let errors = '';
+  starter.stderr.on('data', (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-2000)));
+  starter.stdout.resume();
+  const { exitCode } = await starter.wait();
+  if (exitCode !== 0) throw new Error(`Claude could not be started in the sandbox (exit code ${exitCode}): ${errors.trim() || 'no error output'}`);
 }

@@ -1,8 +1,9 @@
 import type { Readable } from 'node:stream';
 import { Subject } from 'rxjs';
-import type { SandboxProcess } from '../sandbox/sandbox-provider';
-import type { ClaudeExecution, ClaudeResult } from './claude.agent';
-import { ClaudeEvent, isClaudeMessageType } from './claude.events';
+import type { ExecRequest, SandboxProcess } from '../sandbox/sandbox-provider';
+import type { ClaudeExecution, ClaudeResult, ResumePoint } from './claude.agent';
+import { ClaudeEvent, ExecutionDetachedError, isClaudeMessageType } from './claude.events';
+import { followArgv, killArgv, type LogStream } from './claude-run-log';
 import { DEFAULT_MAX_LINE_BYTES, ParsedLine, readStreamJson } from './stream-json-reader';
 
 const STDERR_TAIL_BYTES = 4096;
@@ -18,34 +19,69 @@ interface ResultMessage {
   num_turns?: number;
 }
 
-/** One run of the CLI in a sandbox: its output read as stream-json, its end interpreted. */
+/** Runs a command in the run's sandbox. */
+export type SandboxExec = (request: ExecRequest) => Promise<SandboxProcess>;
+
+/**
+ * One run of the CLI in a sandbox, followed through its log files there (see claude-run-log.ts):
+ * two follower processes print stdout and stderr from the offsets already recorded, so a service
+ * that restarts resumes where the last one stopped, and the stdout follower's exit code is the
+ * agent's. Output is read as stream-json; each event says where its line ends in its log.
+ */
 export class ClaudeCliExecution implements ClaudeExecution {
   private readonly events = new Subject<ClaudeEvent>();
   readonly events$ = this.events.asObservable();
   readonly result: Promise<ClaudeResult>;
-  private process?: SandboxProcess;
+  private readonly followers: SandboxProcess[] = [];
   private cancelled = false;
+  private detached = false;
 
-  constructor(started: Promise<SandboxProcess>) {
+  /** `started` settles once the agent runs (already, when resuming after a restart). */
+  constructor(
+    private readonly exec: SandboxExec,
+    private readonly dir: string,
+    started: Promise<unknown>,
+    private readonly from: ResumePoint,
+  ) {
     this.result = this.follow(started).finally(() => this.events.complete());
   }
 
   async cancel(): Promise<void> {
     this.cancelled = true;
-    await this.process?.kill();
+    await this.killAgent();
   }
 
-  private async follow(started: Promise<SandboxProcess>): Promise<ClaudeResult> {
-    const process = await started;
-    this.process = process;
-    if (this.cancelled) await process.kill();
-    const [exit, message, stderrTail] = await Promise.all([process.wait(), this.readStdout(process.stdout), this.readStderr(process.stderr)]);
-    return resultOf(exit.exitCode, message, stderrTail);
+  /** Stops following, leaving the agent running; `result` then rejects with ExecutionDetachedError. */
+  async detach(): Promise<void> {
+    this.detached = true;
+    await Promise.all(this.followers.map((follower) => follower.kill()));
+  }
+
+  private async killAgent(): Promise<void> {
+    const killer = await this.exec({ argv: killArgv(this.dir) }).catch(() => undefined);
+    await killer?.wait();
+  }
+
+  private async follow(started: Promise<unknown>): Promise<ClaudeResult> {
+    await started;
+    if (this.cancelled) await this.killAgent();
+    if (this.detached) throw new ExecutionDetachedError();
+    const [stdout, stderr] = await Promise.all([this.follower('stdout'), this.follower('stderr')]);
+    if (this.detached) await Promise.all([stdout.kill(), stderr.kill()]);
+    const [exit, message, stderrTail] = await Promise.all([stdout.wait(), this.readStdout(stdout.stdout), this.readStderr(stderr.stdout), stderr.wait()]);
+    if (this.detached) throw new ExecutionDetachedError();
+    return resultOf(exit.exitCode, message ?? (this.from.result as ResultMessage | undefined), stderrTail);
+  }
+
+  private async follower(stream: LogStream): Promise<SandboxProcess> {
+    const follower = await this.exec({ argv: followArgv(this.dir, stream, this.from.offsets[stream]) });
+    this.followers.push(follower);
+    return follower;
   }
 
   private async readStdout(stream: Readable): Promise<ResultMessage | undefined> {
     let result: ResultMessage | undefined;
-    for await (const line of readStreamJson(stream)) {
+    for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stdout, isComplete: () => !this.detached })) {
       if (line.kind === 'json' && line.type === 'result') result = line.payload as ResultMessage;
       this.events.next(stdoutEvent(line));
     }
@@ -54,22 +90,23 @@ export class ClaudeCliExecution implements ClaudeExecution {
 
   /** Streams every stderr line and returns the last few kilobytes, to explain a failure. */
   private async readStderr(stream: Readable): Promise<string> {
-    const tail: string[] = [];
-    for await (const line of readStreamJson(stream)) {
+    const tail: string[] = this.from.stderrTail ? [this.from.stderrTail] : [];
+    for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stderr, isComplete: () => !this.detached })) {
       const text = line.kind === 'json' ? JSON.stringify(line.payload) : line.kind === 'output' ? line.line : line.head;
       tail.push(text);
       while (tail.join('\n').length > STDERR_TAIL_BYTES && tail.length > 1) tail.shift();
-      this.events.next({ kind: 'stderr', line: text });
+      this.events.next({ kind: 'stderr', line: text, position: { stream: 'stderr', offset: line.end } });
     }
     return tail.join('\n');
   }
 }
 
 function stdoutEvent(line: ParsedLine): ClaudeEvent {
-  if (line.kind === 'json' && isClaudeMessageType(line.type)) return { kind: 'message', type: line.type, payload: line.payload };
-  if (line.kind === 'json') return { kind: 'output', line: JSON.stringify(line.payload) };
-  if (line.kind === 'output') return { kind: 'output', line: line.line };
-  return { kind: 'oversized', bytes: line.bytes, limitBytes: DEFAULT_MAX_LINE_BYTES };
+  const position = { stream: 'stdout' as const, offset: line.end };
+  if (line.kind === 'json' && isClaudeMessageType(line.type)) return { kind: 'message', type: line.type, payload: line.payload, position };
+  if (line.kind === 'json') return { kind: 'output', line: JSON.stringify(line.payload), position };
+  if (line.kind === 'output') return { kind: 'output', line: line.line, position };
+  return { kind: 'oversized', bytes: line.bytes, limitBytes: DEFAULT_MAX_LINE_BYTES, position };
 }
 
 function resultOf(exitCode: number, message: ResultMessage | undefined, stderrTail: string): ClaudeResult {

@@ -1,5 +1,6 @@
 import type { Observable } from 'rxjs';
 import type { ClaudeEvent } from './claude.events';
+import type { LogOffsets } from './claude-run-log';
 
 /** Where a run happens: the engine's sandbox, the directory to work in and where the volume is mounted. */
 export interface ClaudeSandbox {
@@ -42,11 +43,27 @@ export interface ClaudeResult {
 export interface ClaudeExecution {
   /** Completes once the process has exited and its output has been read. */
   events$: Observable<ClaudeEvent>;
-  /** Settles after events$ completes; rejects when Claude could not be started. */
+  /**
+   * Settles after events$ completes; rejects when Claude could not be started, and with
+   * ExecutionDetachedError after detach().
+   */
   result: Promise<ClaudeResult>;
   /** Kills Claude (or, if it is still starting, as soon as it has started). */
   cancel(): Promise<void>;
+  /** Stops following the run and leaves Claude running, for a service that stops: the next one resumes it. */
+  detach(): Promise<void>;
 }
+
+/** Where a run's output was read up to, as recorded with its events: following resumes there. */
+export interface ResumePoint {
+  offsets: LogOffsets;
+  /** The payload of the `result` message, when it was recorded before the restart. */
+  result?: Record<string, unknown>;
+  /** The last recorded stderr lines, to explain a failure. */
+  stderrTail: string;
+}
+
+export const START_OF_RUN: ResumePoint = { offsets: { stdout: 0, stderr: 0 }, stderrTail: '' };
 
 /** The Claude Code agent; an abstract class so that it can be injected and replaced. */
 export abstract class ClaudeAgent {
@@ -56,5 +73,8 @@ export abstract class ClaudeAgent {
   abstract missingCredentialsMessage(): string;
   /** Why runs cannot go through the model gateway (their process then gets the credentials), or null. */
   abstract modelGatewayUnavailableReason(): string | null;
-  abstract start(sandbox: ClaudeSandbox, options: ClaudeRunOptions): ClaudeExecution;
+  /** Starts Claude for the run; it runs detached from the service and outlives it. */
+  abstract start(sandbox: ClaudeSandbox, runId: string, options: ClaudeRunOptions): ClaudeExecution;
+  /** Follows a run started earlier (by a service that has since restarted) from where its output was read. */
+  abstract resume(sandbox: ClaudeSandbox, runId: string, from: ResumePoint): ClaudeExecution;
 }

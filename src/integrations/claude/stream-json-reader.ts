@@ -1,7 +1,12 @@
 import type { Readable } from 'node:stream';
 
-/** One line of the Claude CLI's `--output-format stream-json` stdout, classified. */
-export type ParsedLine =
+/** One line of the Claude CLI's `--output-format stream-json` stdout, classified, with where it ends in the stream. */
+export type ParsedLine = LineContent & {
+  /** Byte offset just after the line (its newline included) from the start of the stream: where reading resumes. */
+  end: number;
+};
+
+type LineContent =
   /** A JSON object with a string `type` (system, assistant, user, stream_event, result, …), unchanged. */
   | { kind: 'json'; type: string; payload: Record<string, unknown> }
   /** Any other non-empty line (not JSON, or JSON that is not a typed object), decoded as UTF-8. */
@@ -25,25 +30,34 @@ export class StreamJsonReader {
   private pendingBytes = 0;
   /** Set while skipping the rest of an oversized line: its head and total size so far. */
   private oversized: { head: Buffer; bytes: number } | null = null;
+  /** Bytes of the stream before the current chunk. */
+  private offset: number;
 
-  constructor(private readonly maxLineBytes = DEFAULT_MAX_LINE_BYTES) {}
+  /** `startOffset`: where in the stream the first chunk starts (reading resumed there after a restart). */
+  constructor(
+    private readonly maxLineBytes = DEFAULT_MAX_LINE_BYTES,
+    startOffset = 0,
+  ) {
+    this.offset = startOffset;
+  }
 
   push(chunk: Buffer): ParsedLine[] {
     const lines: ParsedLine[] = [];
     let start = 0;
     for (let newline = chunk.indexOf(NEWLINE); newline !== -1; newline = chunk.indexOf(NEWLINE, start)) {
       this.append(chunk.subarray(start, newline));
-      this.completeLine(lines);
+      this.completeLine(lines, this.offset + newline + 1);
       start = newline + 1;
     }
     this.append(chunk.subarray(start));
+    this.offset += chunk.length;
     return lines;
   }
 
-  /** Flushes a final line that had no trailing newline. */
+  /** Flushes a final line that had no trailing newline (only once the stream has really ended). */
   end(): ParsedLine[] {
     const lines: ParsedLine[] = [];
-    this.completeLine(lines);
+    this.completeLine(lines, this.offset);
     return lines;
   }
 
@@ -64,9 +78,9 @@ export class StreamJsonReader {
     }
   }
 
-  private completeLine(lines: ParsedLine[]): void {
+  private completeLine(lines: ParsedLine[], end: number): void {
     if (this.oversized) {
-      lines.push({ kind: 'oversized', bytes: this.oversized.bytes, head: this.oversized.head.toString('utf8') });
+      lines.push({ kind: 'oversized', bytes: this.oversized.bytes, head: this.oversized.head.toString('utf8'), end });
       this.oversized = null;
       return;
     }
@@ -75,15 +89,15 @@ export class StreamJsonReader {
     this.pendingBytes = 0;
     if (raw.length > 0 && raw[raw.length - 1] === CARRIAGE_RETURN) raw = raw.subarray(0, raw.length - 1);
     if (raw.length > this.maxLineBytes) {
-      lines.push({ kind: 'oversized', bytes: raw.length, head: raw.subarray(0, OVERSIZED_HEAD_BYTES).toString('utf8') });
+      lines.push({ kind: 'oversized', bytes: raw.length, head: raw.subarray(0, OVERSIZED_HEAD_BYTES).toString('utf8'), end });
       return;
     }
     const line = raw.toString('utf8');
-    if (line.trim() !== '') lines.push(classify(line));
+    if (line.trim() !== '') lines.push({ ...classify(line), end });
   }
 }
 
-function classify(line: string): ParsedLine {
+function classify(line: string): LineContent {
   let value: unknown;
   try {
     value = JSON.parse(line);
@@ -98,11 +112,15 @@ function isTypedObject(value: unknown): value is Record<string, unknown> & { typ
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as { type?: unknown }).type === 'string';
 }
 
-/** Reads a whole stream (e.g. the CLI's stdout) line by line, as it arrives. */
-export async function* readStreamJson(stream: Readable, maxLineBytes = DEFAULT_MAX_LINE_BYTES): AsyncGenerator<ParsedLine> {
-  const reader = new StreamJsonReader(maxLineBytes);
+/**
+ * Reads a stream (e.g. the CLI's stdout) line by line, as it arrives, from `startOffset`. A last
+ * line without a newline is given only when `isComplete()` says, once the stream ended, that the
+ * output is complete (and not merely no longer followed).
+ */
+export async function* readStreamJson(stream: Readable, options: { maxLineBytes?: number; startOffset?: number; isComplete?: () => boolean } = {}): AsyncGenerator<ParsedLine> {
+  const reader = new StreamJsonReader(options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES, options.startOffset ?? 0);
   for await (const chunk of stream) {
     yield* reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   }
-  yield* reader.end();
+  if (options.isComplete?.() ?? true) yield* reader.end();
 }

@@ -35,14 +35,14 @@ export abstract class SandboxProvider {
   assertNetworkSupported(_network: SandboxNetwork): void {}
 
   /**
-   * After a service restart: re-attaches to a sandbox this service created earlier. Returns false
-   * when it no longer runs (the caller then records it as terminated).
+   * After a service restart: re-attaches to a sandbox this service created earlier, which goes on
+   * running (state `running`), or says how it ended while no service watched it.
    */
-  abstract reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean>;
+  abstract reattach(providerSandboxId: string, spec: SandboxSpec): Promise<SandboxState>;
 
   /**
    * For boot-time reconciliation: the engine's running sandboxes of an account, or undefined when
-   * the engine cannot outlive the service (local: every sandbox dies with it), so none can be orphaned.
+   * the engine cannot list them, so none can be found orphaned.
    */
   async runningSandboxIds(_accountId: string): Promise<string[] | undefined> {
     return undefined;

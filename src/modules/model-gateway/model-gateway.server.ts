@@ -1,5 +1,7 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, Server } from 'node:http';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { AppConfig } from '../../config/app-config';
 import { ModelGatewayEndpoint } from '../../integrations/sandbox/model-gateway-endpoint';
@@ -9,8 +11,11 @@ import { ModelGatewayHandler } from './model-gateway.handler';
 const LOOPBACK = '127.0.0.1';
 
 /**
- * The gateway's own HTTP server on the host's loopback (MODEL_GATEWAY_PORT, 0 = any free port).
- * It listens before the app serves requests, so that no run can start before its port is known.
+ * The gateway's own HTTP server on the host's loopback (MODEL_GATEWAY_PORT, 0 = a free port, the
+ * same across restarts). It listens before the app serves requests, so that no run can start
+ * before its port is known. Agents outlive the service with the gateway's URL in their
+ * environment, and sandboxes' egress filters open that port: a restarted service listens on it
+ * again (remembered under DATA_DIR), or they could not reach the model any more.
  */
 @Injectable()
 export class ModelGatewayServer implements OnModuleInit, OnApplicationShutdown {
@@ -26,15 +31,37 @@ export class ModelGatewayServer implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onModuleInit(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
+    const configured = this.config.modelGateway.port;
+    const remembered = configured === 0 ? await this.rememberedPort() : undefined;
+    try {
+      await this.listen(configured || remembered || 0);
+    } catch (error) {
+      if (remembered === undefined) throw error;
+      this.logger.warn({ port: remembered }, `model gateway port ${remembered} is taken: agents still running from before the restart cannot reach the model`);
+      await this.listen(0);
+    }
+    this.endpoint.port = (this.server.address() as AddressInfo).port;
+    if (configured === 0 && this.endpoint.port !== remembered) await writeFile(this.portFile, `${this.endpoint.port}\n`);
+    this.logger.log({ port: this.endpoint.port }, `model gateway listening on ${LOOPBACK}:${this.endpoint.port}`);
+  }
+
+  private listen(port: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.config.modelGateway.port, LOOPBACK, () => {
+      this.server.listen(port, LOOPBACK, () => {
         this.server.off('error', reject);
         resolve();
       });
     });
-    this.endpoint.port = (this.server.address() as AddressInfo).port;
-    this.logger.log({ port: this.endpoint.port }, `model gateway listening on ${LOOPBACK}:${this.endpoint.port}`);
+  }
+
+  private get portFile(): string {
+    return join(this.config.dataDir, 'model-gateway.port');
+  }
+
+  private async rememberedPort(): Promise<number | undefined> {
+    const port = Number((await readFile(this.portFile, 'utf8').catch(() => '')).trim());
+    return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
   }
 
   async onApplicationShutdown(): Promise<void> {

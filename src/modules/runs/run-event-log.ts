@@ -1,8 +1,28 @@
-import { Injectable } from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Injectable, Logger } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { concat, defer, from, mergeMap, Observable, ReplaySubject, Subject, takeWhile } from 'rxjs';
 import { MoreThan, Repository } from 'typeorm';
+import type { ResumePoint } from '../../integrations/claude/claude.agent';
+import type { LogPosition } from '../../integrations/claude/claude.events';
+import type { LogOffsets } from '../../integrations/claude/claude-run-log';
 import { RunEvent, RunEventType } from './run-event.entity';
+
+const STDERR_TAIL_LINES = 20;
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
+const UNIQUE_VIOLATION = '23505';
+const FOREIGN_KEY_VIOLATION = '23503';
+
+type EventRow = Omit<RunEvent, 'run' | 'createdAt' | 'data'> & { data: object };
+
+interface WriteQueue {
+  nextSeq: number;
+  /** Settles when every event appended so far is written (or given up). */
+  tail: Promise<void>;
+  pending: number;
+  abandoned: boolean;
+}
 
 export interface StoredEvent {
   seq: number;
@@ -18,28 +38,92 @@ export interface StoredEvent {
 @Injectable()
 export class RunEventLog {
   private readonly live = new Map<string, Subject<StoredEvent>>();
-  private readonly writes = new Map<string, { nextSeq: number; tail: Promise<void> }>();
+  private readonly writes = new Map<string, WriteQueue>();
+
+  private readonly logger = new Logger(RunEventLog.name);
 
   constructor(@InjectRepository(RunEvent) private readonly events: Repository<RunEvent>) {}
 
   /** Starts the in-memory channel of a run that is about to produce events. */
   open(runId: string, nextSeq = 1): void {
     this.live.set(runId, new Subject<StoredEvent>());
-    this.writes.set(runId, { nextSeq, tail: Promise.resolve() });
+    this.writes.set(runId, { nextSeq, tail: Promise.resolve(), pending: 0, abandoned: false });
   }
 
-  /** Appends an event; writes are serialized per run so sequence numbers follow production order. */
-  append(runId: string, type: RunEventType, data: unknown): Promise<void> {
+  /**
+   * Appends an event; writes are serialized per run so sequence numbers follow production order.
+   * `position` says where the event's line ends in the agent's log, recorded with it.
+   */
+  append(runId: string, type: RunEventType, data: unknown, position?: LogPosition): Promise<void> {
     const state = this.writes.get(runId);
     if (!state) throw new Error(`run ${runId} has no open event log`);
     const event: StoredEvent = { seq: state.nextSeq++, type, data };
-    const written = state.tail.then(async () => {
-      await this.events.insert({ runId, seq: event.seq, type, data: data as object });
-      this.live.get(runId)?.next(event);
-    });
+    const row: EventRow = { runId, seq: event.seq, type, data: data as object, logStream: position?.stream ?? null, logOffset: position?.offset ?? null };
+    state.pending++;
+    const written = state.tail
+      .then(async () => {
+        await this.insertUntilWritten(row, state);
+        this.live.get(runId)?.next(event);
+      })
+      .finally(() => state.pending--);
     // One failed insert must not poison every later event of the run (and its final `done`).
     state.tail = written.catch(() => undefined);
     return written;
+  }
+
+  /**
+   * A failed insert (the database restarting, a full disk) waits and tries again, in order, until
+   * it is written or the run's log is abandoned: nothing is skipped, so seqs never have a gap. A
+   * row already there (the insert succeeded but its answer was lost) counts as written.
+   */
+  private async insertUntilWritten(row: EventRow, queue: WriteQueue): Promise<void> {
+    for (let delay = RETRY_FIRST_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      try {
+        await this.events.insert(row);
+        return;
+      } catch (error) {
+        if ((error as { code?: string }).code === UNIQUE_VIOLATION) return;
+        if ((error as { code?: string }).code === FOREIGN_KEY_VIOLATION || queue.abandoned) throw error;
+        this.logger.warn({ run_id: row.runId, seq: row.seq, err: error }, `could not record a run event; retrying in ${delay} ms`);
+        await sleep(delay);
+        if (queue.abandoned) throw error;
+      }
+    }
+  }
+
+  /**
+   * Stops retrying the run's unwritten events (the service stops): they stay in the agent's log,
+   * where the next service reads them again from the last recorded position.
+   */
+  abandon(runId: string): void {
+    const state = this.writes.get(runId);
+    if (state) state.abandoned = true;
+  }
+
+  /** Events waiting to be written, over every run: what a database outage holds in memory. */
+  get pendingWrites(): number {
+    let pending = 0;
+    for (const state of this.writes.values()) pending += state.pending;
+    return pending;
+  }
+
+  /** Where the agent's logs were read up to, and what of its output must be known to end the run. */
+  async resumePoint(runId: string): Promise<ResumePoint> {
+    const offsets: LogOffsets = { stdout: 0, stderr: 0 };
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const last = await this.events.findOne({ where: { runId, logStream: stream }, order: { seq: 'DESC' } });
+      offsets[stream] = last?.logOffset ?? 0;
+    }
+    const result = await this.events.findOne({ where: { runId, type: 'result' }, order: { seq: 'DESC' } });
+    const stderr = await this.events.find({ where: { runId, type: 'stderr' }, order: { seq: 'DESC' }, take: STDERR_TAIL_LINES });
+    return {
+      offsets,
+      result: (result?.data as Record<string, unknown> | undefined) ?? undefined,
+      stderrTail: stderr
+        .reverse()
+        .map((row) => (row.data as { line?: string }).line ?? '')
+        .join('\n'),
+    };
   }
 
   /** Closes the channel after the final event has been written. */

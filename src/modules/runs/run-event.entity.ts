@@ -1,5 +1,6 @@
 import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryColumn, type Relation } from 'typeorm';
 import { CLAUDE_MESSAGE_TYPES } from '../../integrations/claude/claude.events';
+import type { LogStream } from '../../integrations/claude/claude-run-log';
 import { Run } from './run.entity';
 
 /** Claude's own messages, then what the service adds: other output, stderr, errors and the final done. */
@@ -25,6 +26,14 @@ export class RunEvent {
   /** `json`, not `jsonb`: a replay must give back each event exactly as it was streamed live. */
   @Column({ type: 'json' })
   data: unknown;
+
+  /** The agent's log the event was read from (`stdout`/`stderr`); null for what the service adds. */
+  @Column({ type: 'varchar', length: 6, nullable: true })
+  logStream: LogStream | null;
+
+  /** Where its line ends in that log: after a restart, reading resumes at the last one recorded. */
+  @Column({ type: 'bigint', nullable: true, transformer: { to: (value: number | null) => value, from: (value: string | null) => (value === null ? null : Number(value)) } })
+  logOffset: number | null;
 
   @CreateDateColumn({ type: 'timestamptz' })
   createdAt: Date;

@@ -1,7 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent, ClaudeExecution, ClaudeResult, ClaudeRunOptions, ClaudeSandbox } from '../../integrations/claude/claude.agent';
-import { ClaudeEvent } from '../../integrations/claude/claude.events';
+import { ClaudeEvent, ExecutionDetachedError } from '../../integrations/claude/claude.events';
 import { SandboxActivity } from '../sandboxes/sandbox-activity';
 import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEventType } from './run-event.entity';
@@ -25,8 +25,13 @@ interface ActiveRun {
   stopReason?: StopReason;
   /** Why it was stopped, when STOP_ERRORS does not say it. */
   stopError?: string;
+  /** The service stops: the run goes on without it, and the next service follows it again. */
+  detaching?: boolean;
   finished: Promise<void>;
 }
+
+/** How long a stopping service waits for the events it has read to be written. */
+const FLUSH_ON_STOP_MS = 3_000;
 
 interface Outcome {
   status: RunStatus;
@@ -65,18 +70,36 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   /** Starts the run in the background; client disconnects never stop it, only cancel() does. */
   start(run: Run, sandbox: ClaudeSandbox): void {
     this.events.open(run.id);
+    this.follow(run, (entry) => this.execute(run, sandbox, entry));
+  }
+
+  /**
+   * Follows again a run that was running when the service stopped: its agent went on, and its
+   * output is read from where the recorded events end, so the events continue with no gap and no
+   * duplicate; its time limit still counts from its start.
+   */
+  async resume(run: Run, sandbox: ClaudeSandbox): Promise<void> {
+    this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
+    const from = await this.events.resumePoint(run.id);
+    this.follow(run, (entry) => this.watch(run, entry, this.claude.resume(sandbox, run.id, from)));
+    this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, offsets: from.offsets }, 'run resumed after a restart');
+  }
+
+  private follow(run: Run, work: (entry: ActiveRun) => Promise<void>): void {
     const endActivity = this.activity.begin(run.sandboxId);
     const entry: ActiveRun = { sandboxId: run.sandboxId, finished: Promise.resolve() };
     this.active.set(run.id, entry);
-    entry.finished = this.execute(run, sandbox, entry)
+    entry.finished = work(entry)
       .catch((error: Error) => {
+        if (entry.detaching) return;
         this.logger.error({ run_id: run.id, err: error }, 'run failed unexpectedly');
         return this.finish(run, { status: 'failed', error: error.message });
       })
       .catch((error: Error) => this.logger.error({ run_id: run.id, err: error }, 'could not record the end of a run'))
       .finally(() => {
         this.active.delete(run.id);
-        return Promise.all([this.revokeGatewayToken(run.id), this.events.close(run.id), endActivity().catch(() => undefined)]);
+        // A run left to the next service keeps its model gateway token: its agent is still working.
+        return Promise.all([entry.detaching ? undefined : this.revokeGatewayToken(run.id), this.events.close(run.id), endActivity().catch(() => undefined)]);
       });
   }
 
@@ -101,16 +124,33 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     );
   }
 
-  /** The service is stopping: active runs end as interrupted (their streams end with done). */
+  /**
+   * The service is stopping: active runs go on in their sandboxes, untouched. What was read is
+   * written (for a few seconds at most; the rest stays in the agents' logs, read again by the next
+   * service), then their streams end without `done`, and clients reconnect with Last-Event-ID.
+   */
   async onModuleDestroy(): Promise<void> {
-    await Promise.all([...this.active.keys()].map((runId) => this.cancel(runId, 'interrupted')));
+    const active = [...this.active.entries()];
+    for (const [, entry] of active) entry.detaching = true;
+    await Promise.all(active.map(([, entry]) => entry.execution?.detach().catch(() => undefined)));
+    const flushed = Promise.all(active.map(([, entry]) => entry.finished));
+    const deadline = new Promise((resolve) => setTimeout(resolve, FLUSH_ON_STOP_MS).unref());
+    if ((await Promise.race([flushed.then(() => 'flushed'), deadline])) !== 'flushed') {
+      for (const [runId] of active) this.events.abandon(runId);
+      await flushed;
+    }
+    if (active.length > 0) this.logger.log({ run_ids: active.map(([runId]) => runId) }, 'runs left running for the next start of the service');
   }
 
   private async execute(run: Run, sandbox: ClaudeSandbox, entry: ActiveRun): Promise<void> {
     const modelGatewayToken = await this.modelGatewayToken(run);
     await this.states.move(run, 'running', { startedAt: new Date() });
     this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, resumed_session_id: run.options.resumed_session_id, model_gateway: Boolean(modelGatewayToken) }, 'run started');
-    const execution = this.claude.start(sandbox, claudeOptionsOf(run, modelGatewayToken));
+    await this.watch(run, entry, this.claude.start(sandbox, run.id, claudeOptionsOf(run, modelGatewayToken)));
+  }
+
+  /** Records the execution's events until it ends, then ends the run; returns early when the service detaches. */
+  private async watch(run: Run, entry: ActiveRun, execution: ClaudeExecution): Promise<void> {
     entry.execution = execution;
     if (entry.stopReason) await execution.cancel();
     const watchdog = new RunWatchdog(this.limitsOf(run), (why) => this.timeOut(run, entry, why));
@@ -118,10 +158,16 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
       watchdog.activity();
       this.record(run.id, event);
     });
-    const result = await execution.result.finally(() => {
+    let result: ClaudeResult;
+    try {
+      result = await execution.result;
+    } catch (error) {
+      if (error instanceof ExecutionDetachedError || entry.detaching) return;
+      throw error;
+    } finally {
       watchdog.stop();
       subscription.unsubscribe();
-    });
+    }
     await this.finish(run, outcomeOf(entry, result));
   }
 
@@ -140,8 +186,10 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     }
   }
 
+  /** The time limit counts from the run's start, also for a run resumed after a restart. */
   private limitsOf(run: Run): { idleMs: number; totalMs: number } {
-    return { idleMs: this.config.claude.idleTimeoutSeconds * 1000, totalMs: run.options.timeout_seconds * 1000 };
+    const elapsedMs = run.startedAt ? Date.now() - run.startedAt.getTime() : 0;
+    return { idleMs: this.config.claude.idleTimeoutSeconds * 1000, totalMs: Math.max(0, run.options.timeout_seconds * 1000 - elapsedMs) };
   }
 
   private timeOut(run: Run, entry: ActiveRun, why: 'idle' | 'timeout'): void {
@@ -151,10 +199,10 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     void entry.execution?.cancel();
   }
 
-  /** Events are numbered as they are produced; a failed write is logged and the run goes on. */
+  /** Events are numbered as they are produced, each with where it ends in the agent's log; writes retry until they succeed. */
   private record(runId: string, event: ClaudeEvent): void {
     const [type, data] = runEventOf(event);
-    this.events.append(runId, type, data).catch((error: Error) => this.logger.error({ run_id: runId, err: error }, 'could not record a run event'));
+    this.events.append(runId, type, data, event.position).catch((error: Error) => this.logger.error({ run_id: runId, err: error }, 'could not record a run event'));
   }
 
   private async finish(run: Run, outcome: Outcome): Promise<void> {

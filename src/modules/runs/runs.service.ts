@@ -32,16 +32,30 @@ export class RunsService implements OnApplicationBootstrap {
     private readonly gatewayTokens: ModelGatewayTokens,
   ) {}
 
-  /** Runs that were active when the service stopped are interrupted; their streams end with done. */
+  /**
+   * Runs that were running when the service stopped went on in their sandboxes: they are followed
+   * again from where their recorded events end. Only a run whose sandbox is gone, or that had not
+   * started yet, ends interrupted (its stream ends with done).
+   */
   async onApplicationBootstrap(): Promise<void> {
-    const orphaned = await this.runs.findBy({ status: In([...ACTIVE_RUN_STATUSES]) });
-    for (const run of orphaned) await this.interruptOrphan(run);
+    await this.sandboxes.reconcileAfterRestart();
+    const active = await this.runs.findBy({ status: In([...ACTIVE_RUN_STATUSES]) });
+    for (const run of active) await this.resumeOrInterrupt(run);
     await this.gatewayTokens.revokeEndedRuns();
   }
 
-  private async interruptOrphan(run: Run): Promise<void> {
+  private async resumeOrInterrupt(run: Run): Promise<void> {
+    if (run.status === 'queued') return this.interruptOrphan(run, 'The service restarted before this run started');
+    const sandbox = await this.sandboxes.findOwned(run.accountId, run.sandboxId).catch(() => null);
+    if (sandbox?.status !== 'running' || sandbox.providerSandboxId === null) {
+      return this.interruptOrphan(run, `The sandbox of this run ended while the service was stopped (${sandbox?.exitReason ?? 'gone'})`);
+    }
+    await this.executor.resume(run, { providerSandboxId: sandbox.providerSandboxId, workdir: sandbox.config.workdir, volumeMountPath: sandbox.config.volume_mount_path });
+  }
+
+  private async interruptOrphan(run: Run, error: string): Promise<void> {
     try {
-      await this.states.move(run, 'interrupted', { finishedAt: new Date(), error: 'The service restarted while this run was active' });
+      await this.states.move(run, 'interrupted', { finishedAt: new Date(), error });
     } catch (error) {
       // Another instance ended it meanwhile: its stream already ends with done.
       if (error instanceof IllegalRunTransitionError) return;
@@ -50,7 +64,7 @@ export class RunsService implements OnApplicationBootstrap {
     this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
     await this.events.append(run.id, 'done', doneEventOf(run));
     await this.events.close(run.id);
-    this.logger.warn({ run_id: run.id }, 'run interrupted by a service restart');
+    this.logger.warn({ run_id: run.id, error }, 'run interrupted');
   }
 
   /** The sandbox is the caller's: SandboxAccessGuard loaded it for the account. It must be running. */

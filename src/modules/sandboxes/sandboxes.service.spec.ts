@@ -336,7 +336,7 @@ describe('SandboxesService (PGlite)', () => {
   });
 
   describe('after a service restart', () => {
-    it('re-attaches sandboxes the engine still runs and records the others as ended by the restart', async () => {
+    it('re-attaches sandboxes the engine still runs and records how the others ended', async () => {
       const alive = await storedSandbox({ providerSandboxId: 'prov-alive' });
       const gone = await storedSandbox({ providerSandboxId: 'prov-gone' });
       const unreachable = await storedSandbox({ providerSandboxId: 'prov-unreachable' });
@@ -344,7 +344,7 @@ describe('SandboxesService (PGlite)', () => {
       const ended = await storedSandbox({ status: 'terminated', providerSandboxId: 'prov-ended', exitReason: 'terminated_by_user' });
       provider.reattach.mockImplementation(async (providerSandboxId) => {
         if (providerSandboxId === 'prov-unreachable') throw new ProviderUnavailableError('sandbox', 'engine down');
-        return providerSandboxId === 'prov-alive';
+        return providerSandboxId === 'prov-alive' ? { status: 'running' } : { status: 'terminated', exitReason: 'timeout', exitCode: 124 };
       });
       provider.runningSandboxIds.mockResolvedValue(undefined);
 
@@ -353,16 +353,16 @@ describe('SandboxesService (PGlite)', () => {
       expect(provider.reattach).toHaveBeenCalledWith('prov-alive', expect.objectContaining({ sandboxId: alive.id, volumeName: 'default', workdir: '/mnt/workspace' }));
       expect(provider.reattach).toHaveBeenCalledTimes(3);
       expect((await stored(alive.id)).status).toBe('running');
-      for (const { id } of [gone, unreachable, neverStarted]) {
-        expect(await stored(id)).toMatchObject({ status: 'terminated', exitReason: 'service_restarted', terminatedAt: expect.any(Date) });
-      }
+      expect(await stored(gone.id)).toMatchObject({ status: 'terminated', exitReason: 'timeout', terminatedAt: expect.any(Date) });
+      expect(await stored(unreachable.id)).toMatchObject({ status: 'terminated', exitReason: 'engine_unreachable', error: expect.stringContaining('engine down') });
+      expect(await stored(neverStarted.id)).toMatchObject({ status: 'error', exitReason: 'creation_interrupted' });
       expect(await stored(ended.id)).toMatchObject({ exitReason: 'terminated_by_user' });
     });
 
     it('stops engine sandboxes that no row accounts for, and only those', async () => {
       await storedSandbox({ providerSandboxId: 'prov-alive' });
       await storedSandbox({ accountId: otherAccount, status: 'terminated' });
-      provider.reattach.mockResolvedValue(true);
+      provider.reattach.mockResolvedValue({ status: 'running' });
       provider.runningSandboxIds.mockImplementation(async (accountId) => (accountId === account ? ['prov-alive', 'prov-orphan'] : ['prov-other-orphan']));
       provider.terminate.mockResolvedValue(undefined);
 

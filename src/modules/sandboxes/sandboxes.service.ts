@@ -41,21 +41,44 @@ export class SandboxesService implements OnApplicationBootstrap {
     private readonly activity: SandboxActivity,
   ) {}
 
+  private reconciled?: Promise<void>;
+
+  onApplicationBootstrap(): Promise<void> {
+    return this.reconcileAfterRestart();
+  }
+
   /**
-   * After a restart: re-attach what still runs, record the rest as ended by the restart, and stop
-   * engine sandboxes no row accounts for (e.g. the service died between creating one and saving it).
+   * Once per start of the service (runs wait for it before following their agents again):
+   * re-attach every sandbox that still runs, record how the others ended while the service was
+   * away, and stop engine sandboxes no row accounts for (the service stopped between creating one
+   * and saving it).
    */
-  async onApplicationBootstrap(): Promise<void> {
+  reconcileAfterRestart(): Promise<void> {
+    this.reconciled ??= this.reconcile();
+    return this.reconciled;
+  }
+
+  private async reconcile(): Promise<void> {
     const active = await this.sandboxes.findBy({ status: In([...ACTIVE_SANDBOX_STATUSES]) });
     const attached = new Set<string>();
     for (const sandbox of active) {
-      const alive = sandbox.providerSandboxId !== null && (await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox)).catch(() => false));
-      if (alive) {
-        attached.add(sandbox.providerSandboxId!);
-        this.logger.log({ sandbox_id: sandbox.id }, 'sandbox re-attached after restart');
+      if (sandbox.providerSandboxId === null) {
+        await this.markEnded(sandbox, 'error', 'creation_interrupted', 'The service stopped while this sandbox was being created');
         continue;
       }
-      await this.markEnded(sandbox, 'terminated', 'service_restarted');
+      let state: SandboxState;
+      try {
+        state = await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox));
+      } catch (error) {
+        await this.markEnded(sandbox, 'terminated', 'engine_unreachable', `Could not reach the sandbox engine after a restart: ${describe(error)}`);
+        continue;
+      }
+      if (state.status === 'running') {
+        attached.add(sandbox.providerSandboxId);
+        this.logger.log({ sandbox_id: sandbox.id }, 'sandbox re-attached after restart');
+      } else {
+        await this.markEnded(sandbox, state.status, state.exitReason);
+      }
     }
     await this.terminateOrphans(attached);
   }

@@ -65,8 +65,8 @@ export class EgressProxy {
     this.logger = options.logger ?? new Logger(EgressProxy.name);
   }
 
-  /** Starts the sandbox's listener and returns its port on 127.0.0.1. */
-  async open(sandboxId: string, policy: EgressPolicy): Promise<number> {
+  /** Starts the sandbox's listener and returns its port on 127.0.0.1: `port`, when given (after a restart), else any free one. */
+  async open(sandboxId: string, policy: EgressPolicy, port = 0): Promise<number> {
     if (this.listeners.has(sandboxId)) throw new Error(`egress proxy already open for sandbox ${sandboxId}`);
     const domains = [...policy.allowedDomains];
     const sockets = new Set<Socket>();
@@ -78,12 +78,18 @@ export class EgressProxy {
     server.on('clientError', (_error, socket: Socket) => socket.destroy());
     this.listeners.set(sandboxId, { server, sockets });
     try {
-      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', resolve));
     } catch (error) {
       this.listeners.delete(sandboxId);
       throw error;
     }
     return (server.address() as AddressInfo).port;
+  }
+
+  /** The sandbox's port, while its listener is open. */
+  portOf(sandboxId: string): number | undefined {
+    const address = this.listeners.get(sandboxId)?.server.address();
+    return address && typeof address === 'object' ? address.port : undefined;
   }
 
   /** Stops the sandbox's listener and drops its connections and tunnels; idempotent. */

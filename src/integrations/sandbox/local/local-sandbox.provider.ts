@@ -25,7 +25,7 @@ import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
 import { EgressProxy } from './egress-proxy';
-import { SandboxCgroups } from './sandbox-cgroups';
+import { type CgroupHostOptions, SandboxCgroups, supervisorCgroupProcsFiles } from './sandbox-cgroups';
 import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
 import {
   applyConfigStep,
@@ -40,6 +40,7 @@ import { megabytes, mountSource, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
 import { egressRules, HOST_ADDRESS_IN_SANDBOX, hostResolvers, ownHostAddresses, proxyEnvironment, SandboxNetworkStack } from './sandbox-network';
 import { SandboxSpawner } from './sandbox-spawner';
+import type { KeptExit } from './sandbox-spawner.helper';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
 import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
 
@@ -52,6 +53,8 @@ const WARM_SANDBOXES = 2;
 const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
 const SPARE_DELAY_MS = 10;
+/** How often the engine checks that the sandboxes it no longer hears from directly (re-attached ones) still run. */
+const LIVENESS_POLL_MS = 1_000;
 /** The NAT of one sandbox: one process (two while it attaches its filter); memory for many connections. */
 const NAT_LIMITS = { maxProcesses: 4, memoryBytes: 256 * 1024 * 1024, cpuCores: 1 };
 
@@ -99,6 +102,11 @@ interface LocalSandbox extends ProcessDefaults {
 interface PersistedState {
   initPid: number;
   expiresAt: number;
+  accountId: string;
+  /** The machine's boot id when it started: a different one now means the machine rebooted. */
+  bootId: string;
+  /** Its port of the egress proxy (allowlist with domains), re-opened after a restart. */
+  proxyPort?: number;
 }
 
 /**
@@ -130,6 +138,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   /** Plain host-view sandboxes prepared ahead (mounted, launcher waiting), oldest first. */
   private readonly warm: Array<Promise<PreparedSandbox>> = [];
   private closing = false;
+  private cgroupHostOnce?: Promise<CgroupHostOptions>;
+  private livenessTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly config: AppConfig,
@@ -141,7 +151,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     this.ids = { base: config.sandbox.uidBase, count: config.sandbox.uidCount };
     this.accountInRange = hostAccountInRange(this.ids);
     this.imageCache = new ImageCache(this.dataPath('image-cache'), this.located.tools.cp ?? 'cp');
-    this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield());
+    this.spawner = new SandboxSpawner(this.dataPath('spawner'), new InheritedFdShield(), () => supervisorCgroupProcsFiles());
   }
 
   /** Checked again on every call (health): a tool, the helper or the Claude CLI removed after start-up makes it false. */
@@ -155,15 +165,17 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     if (problem) throw new ProviderUnavailableError('sandbox', problem);
   }
 
+  /**
+   * Leaves every sandbox running (the supervisor keeps them; the next service re-attaches) and
+   * releases only what this service holds: prepared sandboxes, its volume mounts, its connection.
+   */
   async onModuleDestroy(): Promise<void> {
     this.closing = true;
+    clearInterval(this.livenessTimer);
+    for (const sandbox of this.sandboxes.values()) clearTimeout(sandbox.lifetimeTimer);
     const warm = this.warm.splice(0);
-    const running = [...this.sandboxes.values()].filter((sandbox) => sandbox.state.status === 'running');
-    const stopped = Promise.all([
-      ...warm.map((pending) => pending.then((prepared) => this.discard(prepared)).catch(() => undefined)),
-      ...running.map((sandbox) => this.stop(sandbox, { status: 'terminated', exitReason: 'service_stopped' })),
-    ]);
-    await this.withinShutdownDeadline(stopped, 'stopping sandboxes');
+    const discarded = Promise.all(warm.map((pending) => pending.then((prepared) => this.discard(prepared)).catch(() => undefined)));
+    await this.withinShutdownDeadline(discarded, 'discarding prepared sandboxes');
     const unmounted = Promise.all([...this.mountedVolumes].map((dir) => this.disks.unmount(dir).catch((error: Error) => this.logger.warn(`could not unmount volume ${dir}: ${error.message}`))));
     await this.withinShutdownDeadline(unmounted, 'unmounting volumes');
     await this.withinShutdownDeadline(this.spawner.close(), 'closing the spawner');
@@ -282,10 +294,15 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       ]);
       sandbox.initPid = initPid;
       this.sandboxes.set(id, sandbox);
-      launcher.process.once('exit', (code, signal) => void this.stop(sandbox, exitedState(exitCodeOf(code, signal))));
+      launcher.process.once('exit', (code, signal) => void this.endedOnItsOwn(sandbox, exitCodeOf(code, signal)));
       const expiresAt = Date.now() + spec.timeoutSeconds * 1000;
       this.armLifetime(sandbox, expiresAt);
-      await writeFile(dirs.stateFile, JSON.stringify({ initPid: sandbox.initPid, expiresAt } satisfies PersistedState));
+      // From here the sandbox outlives this service: the supervisor keeps it until its lifetime.
+      launcher.process.keep({ key: `sandbox ${id}`, deadline: expiresAt, exitFile: dirs.exitFile });
+      network.keep({ key: `NAT of ${id}`, deadline: expiresAt, exitFile: dirs.natExitFile });
+      const persisted: PersistedState = { initPid, expiresAt, accountId: spec.accountId, bootId: await bootId(), proxyPort: this.egressProxy.portOf(id) };
+      await writeFile(dirs.stateFile, JSON.stringify(persisted));
+      this.watchLiveness();
 
       await this.applyImageSteps(sandbox, steps, cachedLayers !== null);
       // The writable layer is mounted only in the launcher's mount namespace: read it through there.
@@ -321,29 +338,96 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     else await this.removeLeftovers(providerSandboxId);
   }
 
-  async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean> {
+  /**
+   * After a restart of the service: takes over a sandbox that still runs (its processes never
+   * stopped), or says how it ended meanwhile, from what the supervisor recorded: its lifetime
+   * (timeout), the memory limit (oom), a kill, its init's exit code, or a reboot of the machine.
+   */
+  async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<SandboxState> {
     const known = this.sandboxes.get(providerSandboxId);
-    if (known) return known.state.status === 'running';
+    if (known) return known.state;
     const dirs = new SandboxDirs(this.sandboxDir(providerSandboxId));
     const persisted = await readPersistedState(dirs.stateFile);
     if (!persisted || !(await isSandboxInit(persisted.initPid, providerSandboxId))) {
+      const ended = await this.howItEnded(providerSandboxId, dirs, persisted);
       await this.removeLeftovers(providerSandboxId);
-      return false;
+      this.logger.log(`sandbox ${providerSandboxId} ended while the service was away: ${'exitReason' in ended ? ended.exitReason : ''}`);
+      return ended;
     }
     const sandbox: LocalSandbox = {
       id: providerSandboxId,
       dirs,
-      cgroups: await SandboxCgroups.locate(providerSandboxId),
-      natCgroups: await SandboxCgroups.locate(natCgroupName(providerSandboxId)),
+      cgroups: await SandboxCgroups.locate(providerSandboxId, await this.cgroupHost()),
+      natCgroups: await SandboxCgroups.locate(natCgroupName(providerSandboxId), await this.cgroupHost()),
       networkEnv: {},
       initPid: persisted.initPid,
       state: { status: 'running' },
       ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
     };
+    await this.reopenEgressProxy(sandbox, spec, persisted.proxyPort);
     this.sandboxes.set(providerSandboxId, sandbox);
     this.armLifetime(sandbox, persisted.expiresAt);
+    this.watchLiveness();
     this.logger.log(`sandbox ${providerSandboxId} reattached`);
-    return true;
+    return sandbox.state;
+  }
+
+  /** The sandbox's own egress proxy port, which its filter and its processes' environment name, is served again. */
+  private async reopenEgressProxy(sandbox: LocalSandbox, spec: SandboxSpec, port: number | undefined): Promise<void> {
+    if (port === undefined) return;
+    try {
+      await this.egressProxy.open(sandbox.id, { allowedDomains: spec.network.allowedDomains }, port);
+      sandbox.networkEnv = proxyEnvironment(`http://${HOST_ADDRESS_IN_SANDBOX}:${port}`);
+      sandbox.env = { ...sandbox.networkEnv, ...sandbox.env };
+    } catch (error) {
+      this.logger.error(`sandbox ${sandbox.id}: its egress proxy port ${port} could not be opened again (${(error as Error).message}): its allowed domains are unreachable`);
+    }
+  }
+
+  private async howItEnded(providerSandboxId: string, dirs: SandboxDirs, persisted: PersistedState | null): Promise<SandboxState> {
+    if (!persisted) return { status: 'terminated', exitReason: 'never_started' };
+    if (persisted.bootId !== (await bootId())) return { status: 'terminated', exitReason: 'service_restarted' };
+    const exit = await readJson<KeptExit>(dirs.exitFile);
+    if (exit?.reason === 'deadline' || (!exit && Date.now() >= persisted.expiresAt)) return { status: 'terminated', exitReason: 'timeout', exitCode: TIMEOUT_EXIT_CODE };
+    if (await (await SandboxCgroups.locate(providerSandboxId, await this.cgroupHost())).oomKilled()) return { status: 'terminated', exitReason: 'oom', exitCode: 137 };
+    if (!exit) return { status: 'terminated', exitReason: 'killed' };
+    if (exit.signal) return { status: 'terminated', exitReason: 'killed', exitCode: exitCodeOf(null, exit.signal) };
+    return exitedState(exit.code ?? 0);
+  }
+
+  /**
+   * The sandboxes of an account whose processes run here; those without a row are orphans (the
+   * service stopped between starting one and recording it).
+   */
+  override async runningSandboxIds(accountId: string): Promise<string[]> {
+    const ids = (await readdir(this.dataPath('sandboxes')).catch(() => [] as string[])).filter((name) => SANDBOX_ID.test(name));
+    const running: string[] = [];
+    for (const id of ids) {
+      const persisted = await readPersistedState(new SandboxDirs(this.sandboxDir(id)).stateFile);
+      if (persisted?.accountId === accountId && (await isSandboxInit(persisted.initPid, id))) running.push(id);
+    }
+    return running;
+  }
+
+  /** The launcher's exit tells when a sandbox started by this service ends; the others are checked now and then. */
+  private watchLiveness(): void {
+    this.livenessTimer ??= setInterval(() => void this.checkLiveness(), LIVENESS_POLL_MS).unref();
+  }
+
+  private async checkLiveness(): Promise<void> {
+    for (const sandbox of this.sandboxes.values()) {
+      if (sandbox.state.status !== 'running' || sandbox.stopping || this.closing) continue;
+      if (await isSandboxInit(sandbox.initPid, sandbox.id)) continue;
+      const persisted = await readPersistedState(sandbox.dirs.stateFile);
+      await this.stop(sandbox, await this.howItEnded(sandbox.id, sandbox.dirs, persisted));
+    }
+  }
+
+  /** Its init exited (the launcher with it): killed from outside, or out of memory; never a stop of ours. */
+  private async endedOnItsOwn(sandbox: LocalSandbox, exitCode: number): Promise<void> {
+    if (sandbox.stopping || this.closing) return;
+    const oom = await sandbox.cgroups.oomKilled();
+    await this.stop(sandbox, oom ? { status: 'terminated', exitReason: 'oom', exitCode } : exitedState(exitCode));
   }
 
   private readinessProblem(): string | undefined {
@@ -443,12 +527,17 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       await prepareSandboxDirs(overlays, idmappedLayers, this.ids);
       const makeWritableLayer = await this.disks.createLayerImage(dirs.writableImage, dirs.writable);
       await writeFile(dirs.fstab, this.disks.layerFstabLine(dirs.writableImage, dirs.writable) + sandboxFstab(overlays));
-      const cgroups = await SandboxCgroups.create(id, {
-        maxProcesses: this.config.sandbox.maxProcesses,
-        memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
-        cpuCores: this.config.sandbox.cpuLimit,
-      });
-      const natCgroups = await SandboxCgroups.create(natCgroupName(id), NAT_LIMITS);
+      const cgroupHost = await this.cgroupHost();
+      const cgroups = await SandboxCgroups.create(
+        id,
+        {
+          maxProcesses: this.config.sandbox.maxProcesses,
+          memoryBytes: this.config.sandbox.memoryLimitMb * 1024 * 1024,
+          cpuCores: this.config.sandbox.cpuLimit,
+        },
+        cgroupHost,
+      );
+      const natCgroups = await SandboxCgroups.create(natCgroupName(id), NAT_LIMITS, cgroupHost);
       const argv = launchArgv({ tools, helper: this.helper!, ids: this.ids, procsFiles: cgroups.procsFiles, idmappedLayers, makeWritableLayer, fstab: dirs.fstab });
       launcher = await SandboxLauncher.spawn(this.spawner, argv, this.ids);
       const network = await SandboxNetworkStack.prepare({
@@ -615,9 +704,21 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
 
   private async removeLeftovers(providerSandboxId: string): Promise<void> {
     const dir = this.sandboxDir(providerSandboxId);
-    await (await SandboxCgroups.locate(providerSandboxId)).destroy();
-    await (await SandboxCgroups.locate(natCgroupName(providerSandboxId))).destroy();
+    await (await SandboxCgroups.locate(providerSandboxId, await this.cgroupHost())).destroy();
+    await (await SandboxCgroups.locate(natCgroupName(providerSandboxId), await this.cgroupHost())).destroy();
     await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Sandboxes' cgroups nest below the supervisor's (outside the service's unit): where it is, read once it runs. */
+  private cgroupHost(): Promise<CgroupHostOptions> {
+    this.cgroupHostOnce ??= this.spawner
+      .supervisorPid()
+      .then(async (pid) => ({ procSelfCgroup: await readFile(`/proc/${pid}/cgroup`, 'utf8') }))
+      .catch((error: unknown) => {
+        this.cgroupHostOnce = undefined;
+        throw error;
+      });
+    return this.cgroupHostOnce;
   }
 
   private enforcedLimits(spec: SandboxSpec, cgroups: SandboxCgroups): EnforcedLimits {
@@ -693,12 +794,21 @@ function hostAccountInRange(ids: IdRange): string | undefined {
   return undefined;
 }
 
-async function readPersistedState(file: string): Promise<PersistedState | null> {
+function readPersistedState(file: string): Promise<PersistedState | null> {
+  return readJson<PersistedState>(file);
+}
+
+async function readJson<T>(file: string): Promise<T | null> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as PersistedState;
+    return JSON.parse(await readFile(file, 'utf8')) as T;
   } catch {
     return null;
   }
+}
+
+/** Changes on every boot of the machine. */
+function bootId(): Promise<string> {
+  return readFile('/proc/sys/kernel/random/boot_id', 'utf8').then((text) => text.trim());
 }
 
 /** Whether pid still names the init of this sandbox (a reused pid lives in other cgroups). */

@@ -5,6 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const DEFAULT_ROOT = '/sys/fs/cgroup';
 const GROUP_PARENT = 'modal-sandboxes';
+/** The sandboxes' supervisor's own group, beside the service's: its sandboxes nest below it. */
+const SUPERVISOR_GROUP = 'modal-sandbox-supervisor';
 const CPU_PERIOD_US = 100_000;
 const SETTLE_POLL_MS = 10;
 const MAKE_GROUP_ATTEMPTS = 3;
@@ -141,6 +143,16 @@ export class SandboxCgroups {
     return [...pids];
   }
 
+  /** Whether the kernel's OOM killer has killed a process of the sandbox (v1 memory.oom_control, v2 memory.events). */
+  async oomKilled(): Promise<boolean> {
+    for (const group of this.groups.filter((candidate) => candidate.controllers.includes('memory'))) {
+      const file = join(group.dir, group.version === 1 ? 'memory.oom_control' : 'memory.events');
+      const count = /^oom_kill (\d+)$/m.exec(await readFile(file, 'utf8').catch(() => ''));
+      if (count && Number(count[1]) > 0) return true;
+    }
+    return false;
+  }
+
   /**
    * Kills every process (at once through `cgroup.kill` where v2 offers it) and removes the groups,
    * SIGKILLing members again and again until they are gone: processes may still be forking,
@@ -157,6 +169,35 @@ export class SandboxCgroups {
       await rmdir(dirname(group.dir)).catch(() => undefined); // fails while other sandboxes run
     }
   }
+}
+
+/**
+ * Makes the groups of the sandboxes' supervisor and returns their `cgroup.procs` files. They lie
+ * beside this process's own group in each hierarchy (at the root where this process is at the
+ * root; at the root on a v2-only host, below which v2 allows no process beside child groups), as
+ * a systemd scope would: stopping the service's unit, which kills every process of its cgroup,
+ * does not reach the supervisor or the sandboxes below it.
+ */
+export async function supervisorCgroupProcsFiles(options: CgroupHostOptions = {}): Promise<string[]> {
+  const root = options.root ?? DEFAULT_ROOT;
+  const dirs: string[] = [];
+  if (await exists(join(root, 'cgroup.controllers'))) dirs.push(join(root, SUPERVISOR_GROUP));
+  else {
+    const own = ownCgroupPaths(options.procSelfCgroup ?? (await readFile('/proc/self/cgroup', 'utf8').catch(() => '')));
+    for (const { mount, ownPath } of await usableHybridHierarchies(root, own)) {
+      dirs.push(join(mount, ownPath === '/' ? '/' : dirname(ownPath), SUPERVISOR_GROUP));
+    }
+  }
+  const made: string[] = [];
+  for (const dir of dirs) {
+    try {
+      await mkdirIfMissing(dir);
+      made.push(join(dir, 'cgroup.procs'));
+    } catch {
+      // a hierarchy this process may not write: the supervisor stays where it is there
+    }
+  }
+  return made;
 }
 
 async function sandboxGroups(name: string, options: CgroupHostOptions): Promise<Group[]> {
@@ -185,17 +226,27 @@ function v2OnlyHierarchy(root: string): Hierarchy {
 
 /** The v1 controllers, v1 name=systemd and the unified v2 hierarchy, each where mounted and where this process sits in it. */
 async function hybridHierarchies(root: string, own: Partial<Record<HierarchyName, string>>): Promise<Hierarchy[]> {
+  return (await usableHybridHierarchies(root, own)).map(({ mount, ownPath, version, controllers }) => ({
+    parentDir: join(mount, ownPath, GROUP_PARENT),
+    version,
+    controllers,
+    delegatingDirs: [],
+  }));
+}
+
+/** The hierarchies mounted on a hybrid host in which this process has a place (its path there). */
+async function usableHybridHierarchies(root: string, own: Partial<Record<HierarchyName, string>>) {
   const candidates = [
     ...CONTROLLERS.map((controller) => ({ mount: join(root, controller), ownPath: own[controller], version: 1 as const, controllers: [controller], marker: 'cgroup.procs' })),
-    { mount: join(root, 'systemd'), ownPath: own.systemd, version: 1 as const, controllers: [], marker: 'cgroup.procs' },
-    { mount: join(root, 'unified'), ownPath: own.v2, version: 2 as const, controllers: [], marker: 'cgroup.controllers' },
+    { mount: join(root, 'systemd'), ownPath: own.systemd, version: 1 as const, controllers: [] as Controller[], marker: 'cgroup.procs' },
+    { mount: join(root, 'unified'), ownPath: own.v2, version: 2 as const, controllers: [] as Controller[], marker: 'cgroup.controllers' },
   ];
-  const hierarchies: Hierarchy[] = [];
+  const usable: Array<{ mount: string; ownPath: string; version: 1 | 2; controllers: Controller[] }> = [];
   for (const { mount, ownPath, version, controllers, marker } of candidates) {
     if (ownPath === undefined || !(await exists(join(mount, marker)))) continue;
-    hierarchies.push({ parentDir: join(mount, ownPath, GROUP_PARENT), version, controllers, delegatingDirs: [] });
+    usable.push({ mount, ownPath, version, controllers });
   }
-  return hierarchies;
+  return usable;
 }
 
 function limitSettings(version: 1 | 2, controller: Controller, limits: CgroupLimits): Setting[] {

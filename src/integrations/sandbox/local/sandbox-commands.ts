@@ -26,7 +26,7 @@ const STAGED_INIT = `${STAGE}/init`;
 /** Options of every mount of a volume's filesystem: the same in the service and in each launcher. */
 const VOLUME_FILESYSTEM_OPTIONS = 'nosuid,nodev,noatime,discard';
 export const VOLUME_MOUNT_OPTIONS = `loop,${VOLUME_FILESYSTEM_OPTIONS}`;
-/** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until its stdin closes. */
+/** The sandbox's init (the engine's helper) prints this once the sandbox is set up, then lives until it is killed. */
 export const READY_LINE = 'sandbox-ready';
 /** Where the helper appears, read-only, inside every sandbox: bwrap starts it as the sandbox's pid 1. */
 const INIT_IN_SANDBOX = '/run/sandbox-init';

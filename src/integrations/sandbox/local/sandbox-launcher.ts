@@ -80,10 +80,10 @@ export class SandboxLauncher {
       if (!output.includes(READY_LINE) || this.initPid <= 0) return;
       clearTimeout(this.timer);
       this.process.removeListener('close', onEarlyExit);
-      // Nothing more is read from the sandbox; the service's end of its stdin alone keeps the init
-      // alive, unref'd so that sandboxes never hold the service open.
+      // Nothing more is read from the sandbox, nor written to it: it lives on without the service.
       stdout.destroy();
       stderr.destroy();
+      this.stdio[0].destroy();
       this.setReferenced(false);
       this.settle.resolve(this.initPid);
     });

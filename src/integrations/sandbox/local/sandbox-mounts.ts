@@ -25,6 +25,13 @@ export class SandboxDirs {
   get stateFile(): string {
     return join(this.base, 'state.json');
   }
+  /** Where the supervisor records how the sandbox's launcher ended (a KeptExit). */
+  get exitFile(): string {
+    return join(this.base, 'exit.json');
+  }
+  get natExitFile(): string {
+    return join(this.base, 'nat-exit.json');
+  }
   /** The sandbox's writable layer: its upper and work directories, on a filesystem of the disk limit's size. */
   get writable(): string {
     return join(this.base, 'rw');

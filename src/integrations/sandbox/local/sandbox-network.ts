@@ -6,7 +6,7 @@ import { ProviderFailureError } from '../sandbox-provider.errors';
 import { BLOCKED_IPV4_CIDRS, BLOCKED_IPV6_CIDRS, IPV4_EMBEDDING_IPV6_CIDRS } from './egress-rules';
 import { shellQuote } from './sandbox-commands';
 import type { SandboxCgroups } from './sandbox-cgroups';
-import type { SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
+import type { KeepOptions, SandboxSpawner, SpawnedProcess } from './sandbox-spawner';
 
 /**
  * slirp4netns' fixed addresses inside a sandbox: the host (its loopback, through the NAT) and the
@@ -18,7 +18,6 @@ const HOST_LOOPBACK = '127.0.0.1';
 const TAP_DEVICE = 'tap0';
 const MTU = 65520;
 const READY_FD = 3;
-const EXIT_FD = 4;
 const START_TIMEOUT_MS = 10_000;
 const ATTACHED_LINE = 'egress-filter-attached';
 const NAMESPACE_POLL_MS = 2;
@@ -115,7 +114,7 @@ export class SandboxNetworkStack {
     if (!filterDir) throw new ProviderFailureError('sandbox', 'no cgroup v2 hierarchy to attach the egress filter to');
     await untilOwnNetworkNamespace(options.netnsPid);
     const script = natScript(options.cgroups.procsFiles, options.egressFilter, filterDir, options.slirp4netns);
-    const process = await options.spawner.spawn(options.sh, ['-c', script, 'sh', String(options.netnsPid)], { stdioCount: 5 });
+    const process = await options.spawner.spawn(options.sh, ['-c', script, 'sh', String(options.netnsPid)], { stdioCount: 4, detached: true });
     const stack = new SandboxNetworkStack(process);
     await stack.until(() => new Promise((resolve) => process.stdio[READY_FD].once('data', resolve)), 'the NAT did not start');
     return stack;
@@ -132,6 +131,11 @@ export class SandboxNetworkStack {
 
   kill(): void {
     this.process.kill('SIGKILL');
+  }
+
+  /** Has the supervisor keep the NAT beyond this service (see SpawnedProcess.keep). */
+  keep(options: KeepOptions): void {
+    this.process.keep(options);
   }
 
   private attached(): Promise<void> {
@@ -190,9 +194,10 @@ async function untilOwnNetworkNamespace(pid: number): Promise<void> {
  */
 function natScript(procsFiles: string[], egressFilter: string, filterDir: string, slirp4netns: string): string {
   const join = procsFiles.map((file) => `echo $$ > ${shellQuote(file)} && `).join('');
-  const slirp = [slirp4netns, '--configure', `--mtu=${MTU}`, '--enable-sandbox', '--enable-seccomp', `--ready-fd=${READY_FD}`, `--exit-fd=${EXIT_FD}`];
+  const slirp = [slirp4netns, '--configure', `--mtu=${MTU}`, '--enable-sandbox', '--enable-seccomp', `--ready-fd=${READY_FD}`];
   return [
-    `set -f && ${join}true || exit 125`,
+    // It outlives the service (kept by the supervisor; killed with its cgroup): a write to the service's closed end must not kill it.
+    `set -f && trap '' PIPE && ${join}true || exit 125`,
     // Started after the join, from this shell: a `… && slirp &` list would run in a subshell forked before it.
     `${slirp.map(shellQuote).join(' ')} "$1" ${TAP_DEVICE} &`,
     `IFS= read -r rules && ${shellQuote(egressFilter)} ${shellQuote(filterDir)} $rules && echo ${ATTACHED_LINE} || kill -9 $!`,

@@ -168,17 +168,17 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     this.logger.log(`terminated Modal sandbox ${providerSandboxId}`);
   }
 
-  async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<boolean> {
+  async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<SandboxState> {
     const sandbox = this.tracked.get(providerSandboxId)?.sandbox ?? (await this.lookUp(providerSandboxId));
-    if (!sandbox) return false;
+    if (!sandbox) return { status: 'terminated', exitReason: 'not_found' };
     const exitCode = await this.call('sandbox', 'sandbox status', () => sandbox.poll());
     if (exitCode !== null) {
       this.forget(providerSandboxId, sandbox);
-      return false;
+      return sandboxState(exitCode);
     }
     this.track(sandbox, spec);
     this.logger.log(`re-attached to Modal sandbox ${providerSandboxId} of sandbox ${spec.sandboxId}`);
-    return true;
+    return { status: 'running' };
   }
 
   /** Every sandbox this service creates carries the account_id tag (see create). */

@@ -11,7 +11,8 @@
  *   sandbox-helper seccomp-bpf
  *       Writes the sandbox seccomp filter as a BPF program (for bwrap --seccomp) to stdout.
  *   sandbox-helper init
- *       Pid 1 of a sandbox: reaps orphans, says it is ready, lives until its stdin closes.
+ *       Pid 1 of a sandbox: says it is ready, then reaps orphans until it is killed (the sandbox
+ *       outlives the service; the engine ends it by killing its launcher or its cgroups).
  *   sandbox-helper enter <host pid of the sandbox init> <program> [args…]
  *       Starts program inside the sandbox of that init (every namespace and its root) as the
  *       sandbox's root, with the sandbox's capabilities, no_new_privs and seccomp filter.
@@ -29,7 +30,6 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/mount.h>
-#include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -178,7 +178,7 @@ static int stage(int argc, char **argv) {
 
 /* -------------------------------------------------------------------- init */
 
-static int init(void) {
+static _Noreturn void init(void) {
   close(USERNS_BLOCK_FD); /* bwrap leaves it open */
   umask(022);
   sigset_t child_signals;
@@ -188,18 +188,14 @@ static int init(void) {
   int children = signalfd(-1, &child_signals, SFD_CLOEXEC);
   if (children < 0) die("signalfd");
   if (write(STDOUT_FILENO, READY_LINE, strlen(READY_LINE)) < 0) die("write");
-  struct pollfd fds[2] = {{.fd = STDIN_FILENO, .events = POLLIN}, {.fd = children, .events = POLLIN}};
+  /* Nothing more is said: the service's end of stdout may close at any time without ending the sandbox. */
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 || dup2(null_fd, STDERR_FILENO) < 0) die("/dev/null");
+  if (null_fd > STDERR_FILENO) close(null_fd);
   for (;;) {
-    if (poll(fds, 2, -1) < 0 && errno != EINTR) die("poll");
-    if (fds[1].revents) {
-      struct signalfd_siginfo info;
-      if (read(children, &info, sizeof info) < 0 && errno != EAGAIN) die("read signalfd");
-      while (waitpid(-1, NULL, WNOHANG) > 0) {
-      }
-    }
-    if (fds[0].revents) {
-      char buffer[256];
-      if (read(STDIN_FILENO, buffer, sizeof buffer) <= 0) return 0; /* the service let go */
+    struct signalfd_siginfo info;
+    if (read(children, &info, sizeof info) < 0 && errno != EINTR) die("read signalfd");
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
     }
   }
 }
@@ -291,7 +287,7 @@ static int enter(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "stage") == 0) return stage(argc - 2, argv + 2);
   if (argc >= 2 && strcmp(argv[1], "seccomp-bpf") == 0) return export_bpf();
-  if (argc >= 2 && strcmp(argv[1], "init") == 0) return init();
+  if (argc >= 2 && strcmp(argv[1], "init") == 0) init();
   if (argc >= 2 && strcmp(argv[1], "enter") == 0) return enter(argc - 2, argv + 2);
   die_msg("usage: sandbox-helper stage|seccomp-bpf|init|enter …");
   return 125;
