@@ -9,6 +9,7 @@ import { LocalVolumeAccess } from '../../integrations/sandbox/local/local-volume
 import { SandboxProvider, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { ProviderUnavailableError } from '../../integrations/sandbox/sandbox-provider.errors';
 import { ObjectStore } from '../../integrations/storage/object-store';
+import { modalVolumeOnLocalDisk } from '../../testing/local-modal-sandbox';
 import { openTestDatabase } from '../../testing/pglite-database';
 import { insertRunIn, insertSandbox, SandboxRow } from '../../testing/run-fixtures';
 import { strictMock } from '../../testing/strict-mock';
@@ -24,7 +25,13 @@ import { MAX_TRANSCRIPTS, WorkspaceConversations } from './workspace-conversatio
 /** The fixtures' sandboxes work in /mnt/workspace/app: the CLI keeps their conversations here. */
 const APP_FOLDER = '.claude-state/projects/-mnt-workspace-app';
 
-describe('WorkspaceConversations (real PGlite database, real local volume)', () => {
+/** Both engines' volume access on a real directory: the choice must not depend on the engine. */
+const ENGINES: [string, (root: string, base: string) => VolumeAccess][] = [
+  ['local', (root) => new LocalVolumeAccess(root)],
+  ['modal', (root, base) => modalVolumeOnLocalDisk(root, base)],
+];
+
+describe.each(ENGINES)('WorkspaceConversations (real PGlite database, real volume through the %s engine’s access)', (_engine, volumeAt) => {
   let database: Awaited<ReturnType<typeof openTestDatabase>>;
   let dataSource: DataSource;
   let provider: jest.Mocked<SandboxProvider>;
@@ -46,7 +53,7 @@ describe('WorkspaceConversations (real PGlite database, real local volume)', () 
     root = join(base, 'volume');
     await mkdir(root);
     provider = strictMock<SandboxProvider>('provider', ['volume'], { kind: 'local' });
-    provider.volume.mockReturnValue(new LocalVolumeAccess(root));
+    provider.volume.mockReturnValue(volumeAt(root, base));
     const sandboxes = new SandboxesService(
       dataSource.getRepository(Sandbox),
       provider,
