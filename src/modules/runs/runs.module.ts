@@ -10,10 +10,11 @@ import { RunStateStore } from './run-state.store';
 import { RunTokensModule } from './run-tokens.module';
 import { RunsController } from './runs.controller';
 import { RunsService } from './runs.service';
+import { WorkspaceConversations } from './workspace-conversations';
 
 @Module({
   imports: [TypeOrmModule.forFeature([Run, RunEvent]), IntegrationsModule, SandboxesModule, RunTokensModule],
   controllers: [RunsController],
-  providers: [RunsService, RunExecutor, RunEventLog, RunStateStore],
+  providers: [RunsService, RunExecutor, RunEventLog, RunStateStore, WorkspaceConversations],
 })
 export class RunsModule {}

@@ -1,9 +1,14 @@
 import { Logger } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { InvalidInputError } from '../../common/domain-error';
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent } from '../../integrations/claude/claude.agent';
 import { ObjectStore } from '../../integrations/storage/object-store';
+import { LocalVolumeAccess } from '../../integrations/sandbox/local/local-volume-access';
 import { SandboxProvider } from '../../integrations/sandbox/sandbox-provider';
 import { openTestDatabase } from '../../testing/pglite-database';
 import { insertRunIn, insertSandbox, SandboxRow } from '../../testing/run-fixtures';
@@ -23,6 +28,7 @@ import { Run } from './run.entity';
 import { RunStateStore } from './run-state.store';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
 import { RunsService } from './runs.service';
+import { WorkspaceConversations } from './workspace-conversations';
 
 describe('RunsService (real PGlite database)', () => {
   let database: Awaited<ReturnType<typeof openTestDatabase>>;
@@ -33,6 +39,7 @@ describe('RunsService (real PGlite database)', () => {
   let gatewayTokens: ModelGatewayTokens;
   let service: RunsService;
   let sandbox: SandboxRow;
+  let volumeRoot: string;
 
   beforeAll(async () => {
     database = await openTestDatabase();
@@ -43,8 +50,10 @@ describe('RunsService (real PGlite database)', () => {
   beforeEach(async () => {
     for (const level of ['log', 'warn'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
-    provider = strictMock<SandboxProvider>('provider', ['status'], { kind: 'local' });
+    provider = strictMock<SandboxProvider>('provider', ['status', 'volume'], { kind: 'local' });
     provider.status.mockResolvedValue({ status: 'running' } as never);
+    volumeRoot = await mkdtemp(join(tmpdir(), 'runs-service-volume-'));
+    provider.volume.mockReturnValue(new LocalVolumeAccess(volumeRoot));
     const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config, new SandboxActivity(dataSource.getRepository(Sandbox)));
     executor = strictMock<RunExecutor>('executor', ['start', 'cancel']);
     executor.start.mockReturnValue(undefined);
@@ -52,10 +61,14 @@ describe('RunsService (real PGlite database)', () => {
     claude.isConfigured.mockReturnValue(true);
     gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
     const runs = dataSource.getRepository(Run);
-    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent)), claude, config, gatewayTokens);
+    const conversations = new WorkspaceConversations(runs, sandboxes);
+    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent)), claude, config, gatewayTokens, conversations);
     sandbox = await insertSandbox(dataSource, { volumeName: 'project-a' });
   });
-  afterEach(() => jest.restoreAllMocks());
+  afterEach(async () => {
+    jest.restoreAllMocks();
+    await rm(volumeRoot, { recursive: true, force: true });
+  });
 
   const start = async (prompt: string, dto: Record<string, unknown> = {}) =>
     service.start(sandbox.userId, await dataSource.getRepository(Sandbox).findOneByOrFail({ id: sandbox.sandboxId }), { prompt, ...dto });
@@ -86,48 +99,44 @@ describe('RunsService (real PGlite database)', () => {
       expect(executor.start).toHaveBeenCalledWith(run, { providerSandboxId: sandbox.providerSandboxId, workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' });
     });
 
-    it('continues the latest ended conversation on the same volume, whatever sandbox ran it, and whatever its outcome', async () => {
-      const elsewhere = await insertSandbox(dataSource, { volumeName: 'project-a', accountId: sandbox.accountId, userId: sandbox.userId });
-      await insertRunIn(dataSource, elsewhere, { status: 'succeeded', sessionId: 'sess-older' });
-      await insertRunIn(dataSource, elsewhere, { status: 'failed', sessionId: 'sess-latest' });
+    /** The transcript the CLI keeps for the fixtures' working directory (/mnt/workspace/app) on the volume. */
+    const holdTranscript = async (sessionId: string) => {
+      await mkdir(join(volumeRoot, '.claude-state/projects/-mnt-workspace-app'), { recursive: true });
+      await writeFile(join(volumeRoot, `.claude-state/projects/-mnt-workspace-app/${sessionId}.jsonl`), '{"type":"user"}\n');
+    };
+
+    it('continues the conversation the sandbox’s volume holds, whatever sandbox or volume ran it (see WorkspaceConversations)', async () => {
+      const sessionId = randomUUID();
+      const elsewhere = await insertSandbox(dataSource, { volumeName: 'snapshotted', accountId: sandbox.accountId, userId: sandbox.userId });
+      await insertRunIn(dataSource, elsewhere, { status: 'failed', sessionId });
+      await holdTranscript(sessionId);
 
       const run = await start('continue');
 
-      expect(run).toMatchObject({ status: 'queued', sessionId: 'sess-latest' });
-      expect((await stored(run.id)).options).toMatchObject({ resume: true, resumed_session_id: 'sess-latest', timeout_seconds: 900, allowed_tools: [], include_partial_messages: false });
+      expect(run).toMatchObject({ status: 'queued', sessionId });
+      expect((await stored(run.id)).options).toMatchObject({ resume: true, resumed_session_id: sessionId, timeout_seconds: 900, allowed_tools: [], include_partial_messages: false });
+      expect(provider.volume).toHaveBeenCalledWith(sandbox.accountId, 'project-a', sandbox.providerSandboxId);
     });
 
-    it.each(['cancelled', 'timed_out', 'interrupted'] as const)('continues a conversation whose run ended %s', async (status) => {
-      const elsewhere = await insertSandbox(dataSource, { volumeName: 'project-a', accountId: sandbox.accountId, userId: sandbox.userId });
-      await insertRunIn(dataSource, elsewhere, { status, sessionId: `sess-${status}` });
+    it('starts a new conversation when the volume holds none, even if the volume’s last run had one', async () => {
+      await insertRunIn(dataSource, sandbox, { status: 'succeeded', sessionId: randomUUID() });
 
-      await expect(start('continue')).resolves.toMatchObject({ sessionId: `sess-${status}` });
-    });
-
-    it('ignores conversations of other volumes, other engines, other accounts and runs still active', async () => {
-      const mine = { accountId: sandbox.accountId, userId: sandbox.userId };
-      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a' }), { status: 'succeeded', sessionId: 'sess-mine' });
-      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-b' }), { status: 'succeeded', sessionId: 'sess-other-volume' });
-      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a', provider: 'modal' }), { status: 'succeeded', sessionId: 'sess-modal' });
-      await insertRunIn(dataSource, await insertSandbox(dataSource, { volumeName: 'project-a' }), { status: 'succeeded', sessionId: 'sess-other-account' });
-      await insertRunIn(dataSource, await insertSandbox(dataSource, { ...mine, volumeName: 'project-a' }), { status: 'running', sessionId: 'sess-active' });
-
-      await expect(start('continue')).resolves.toMatchObject({ sessionId: 'sess-mine' });
-    });
-
-    it('starts a new conversation when the volume has none yet', async () => {
       const run = await start('hello');
 
+      expect(run.sessionId).toBeNull();
       expect(run.options.resumed_session_id).toBeNull();
     });
 
-    it('starts a new conversation with resume: false, even when the volume has one', async () => {
-      await insertRunIn(dataSource, sandbox, { status: 'succeeded', sessionId: 'sess-earlier' });
+    it('starts a new conversation with resume: false, without looking at the volume', async () => {
+      const sessionId = randomUUID();
+      await insertRunIn(dataSource, sandbox, { status: 'succeeded', sessionId });
+      await holdTranscript(sessionId);
 
       const run = await start('fresh start', { resume: false, model: 'claude-opus-4', timeout_seconds: 60 });
 
       expect(run.sessionId).toBeNull();
       expect(run.options).toMatchObject({ resume: false, resumed_session_id: null, model: 'claude-opus-4', timeout_seconds: 60 });
+      expect(provider.volume).not.toHaveBeenCalled();
     });
 
     it.each(['queued', 'running'] as const)('answers 409 naming the active run when the sandbox already has a %s run', async (status) => {

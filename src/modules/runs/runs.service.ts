@@ -8,12 +8,13 @@ import type { Sandbox } from '../sandboxes/sandbox.entity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { CreateRunDto } from './run.dto';
 import { Run } from './run.entity';
-import { ACTIVE_RUN_STATUSES, IllegalRunTransitionError, isActiveRunStatus, RESUMABLE_RUN_STATUSES } from './run-state';
+import { ACTIVE_RUN_STATUSES, IllegalRunTransitionError, isActiveRunStatus } from './run-state';
 import { RunStateStore } from './run-state.store';
 import { RunEventLog } from './run-event-log';
 import { doneEventOf, RunExecutor } from './run-executor';
 import { ModelGatewayTokens, ModelUsage } from './model-gateway-tokens.service';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
+import { WorkspaceConversations } from './workspace-conversations';
 
 const UNIQUE_VIOLATION = '23505';
 
@@ -30,6 +31,7 @@ export class RunsService implements OnApplicationBootstrap {
     private readonly claude: ClaudeAgent,
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
+    private readonly conversations: WorkspaceConversations,
   ) {}
 
   /**
@@ -73,7 +75,7 @@ export class RunsService implements OnApplicationBootstrap {
     if (dto.prompt.length > this.config.claude.maxPromptChars) throw new InvalidInputError(`prompt must be at most ${this.config.claude.maxPromptChars} characters`);
     const sandbox = await this.sandboxes.requireRunning(stored);
     const { accountId, id: sandboxId } = sandbox;
-    const resumedSessionId = dto.resume === false ? null : await this.lastSessionOnVolume(accountId, sandbox.config.volume_name);
+    const resumedSessionId = dto.resume === false ? null : await this.conversations.toContinue(sandbox);
     let run: Run;
     try {
       run = await this.runs.save(
@@ -130,20 +132,5 @@ export class RunsService implements OnApplicationBootstrap {
 
   private activeRun(sandboxId: string): Promise<Run | null> {
     return this.runs.findOneBy({ sandboxId, status: In([...ACTIVE_RUN_STATUSES]) });
-  }
-
-  /** The conversation to continue: the latest session on this account's volume, whatever sandbox ran it. */
-  private async lastSessionOnVolume(accountId: string, volumeName: string): Promise<string | null> {
-    const row = await this.runs
-      .createQueryBuilder('run')
-      .innerJoin('run.sandbox', 'sandbox')
-      .where('run.account_id = :accountId', { accountId })
-      .andWhere("sandbox.config ->> 'volume_name' = :volumeName", { volumeName })
-      .andWhere('sandbox.provider = :provider', { provider: this.sandboxes.providerKind })
-      .andWhere('run.session_id IS NOT NULL')
-      .andWhere('run.status IN (:...resumable)', { resumable: RESUMABLE_RUN_STATUSES })
-      .orderBy('run.created_at', 'DESC')
-      .getOne();
-    return row?.sessionId ?? null;
   }
 }
