@@ -88,7 +88,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('runs the CLI as root in the sandbox workdir, its state on the volume and the credentials only in its secret environment', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'fix the tests', resumeSessionId: 'sess-1', model: 'claude-sonnet-4-5' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'fix the tests', resumeSessionId: 'sess-1', model: 'claude-sonnet-4-5' });
     await run(execution, () => claudeProcess.exit(0));
 
     expect(sandboxes.exec).toHaveBeenCalledWith('prov-1', {
@@ -100,14 +100,14 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('hands Claude the gateway URL and the run token instead of the credentials when given a token', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi', modelGatewayToken: 'mgw_run-token' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi', modelGatewayToken: 'mgw_run-token' });
     await run(execution, () => claudeProcess.exit(0));
 
     expect(sandboxes.exec.mock.calls[0][1].secretEnv).toEqual({ ANTHROPIC_BASE_URL: GATEWAY_URL, ANTHROPIC_API_KEY: 'mgw_run-token' });
   });
 
   it('turns stdout lines into Claude messages, anything else into output, and stderr into stderr lines', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { events } = await run(execution, () => {
       claudeProcess.print(
         { type: 'system', subtype: 'init', session_id: 'sess-9' },
@@ -135,7 +135,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('reports a line over 10 MB as oversized and keeps reading', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { events } = await run(execution, () => {
       claudeProcess.print('x'.repeat(10 * 1024 * 1024 + 10), SUCCESS);
       claudeProcess.exit(0);
@@ -145,7 +145,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('interprets a successful result: session, cost, usage and turns', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { result } = await run(execution, () => {
       claudeProcess.print(SUCCESS);
       claudeProcess.exit(0);
@@ -155,7 +155,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('fails on an error result, with its reason', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { result } = await run(execution, () => {
       claudeProcess.print({ ...SUCCESS, subtype: 'error_max_turns', is_error: true, result: 'Reached the turn limit' });
       claudeProcess.exit(1);
@@ -165,7 +165,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('fails when Claude exits without a result, quoting the end of its error output', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { result } = await run(execution, () => {
       claudeProcess.printError('Error: Invalid API key · Please run /login');
       claudeProcess.exit(1);
@@ -175,7 +175,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('quotes only the last few kilobytes of a long error output', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { result } = await run(execution, () => {
       claudeProcess.printError(...Array.from({ length: 200 }, (_, index) => `stderr line ${index} ${'.'.repeat(80)}`));
       claudeProcess.exit(1);
@@ -187,7 +187,7 @@ describe('ClaudeCliAgent', () => {
   });
 
   it('kills Claude on cancel', async () => {
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const { result } = await run(execution, () => void execution.cancel());
 
     expect(claudeProcess.kill).toHaveBeenCalled();
@@ -197,7 +197,7 @@ describe('ClaudeCliAgent', () => {
   it('kills Claude as soon as it has started when cancelled while starting', async () => {
     let startProcess!: (process: SandboxProcess) => void;
     sandboxes.exec.mockReturnValueOnce(new Promise((resolve) => (startProcess = resolve)));
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
 
     await execution.cancel();
     startProcess(claudeProcess);
@@ -208,7 +208,7 @@ describe('ClaudeCliAgent', () => {
 
   it('rejects the result and completes the events when the engine cannot start Claude', async () => {
     sandboxes.exec.mockReset().mockRejectedValueOnce(new SandboxGoneError('prov-1'));
-    const execution = agentWith().start(SANDBOX, { prompt: 'hi' });
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const events = lastValueFrom(execution.events$.pipe(toArray()));
 
     await expect(execution.result).rejects.toThrow('prov-1 is no longer running');

@@ -3,7 +3,7 @@ import { lastValueFrom, Subject, toArray } from 'rxjs';
 import { DataSource } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent, ClaudeExecution, ClaudeResult } from '../../integrations/claude/claude.agent';
-import { ClaudeEvent } from '../../integrations/claude/claude.events';
+import { ClaudeEvent, ExecutionDetachedError } from '../../integrations/claude/claude.events';
 import { SandboxGoneError } from '../../integrations/sandbox/sandbox-provider.errors';
 import { openTestDatabase } from '../../testing/pglite-database';
 import { insertRunIn, insertSandbox, RUN_OPTIONS } from '../../testing/run-fixtures';
@@ -25,6 +25,7 @@ class FakeClaudeExecution implements ClaudeExecution {
   readonly result: Promise<ClaudeResult>;
   /** Cancelling ends it like a kill would: no result message. */
   readonly cancel = jest.fn(async () => this.end({ ...KILLED }));
+  readonly detach = jest.fn(async () => this.fail(new ExecutionDetachedError()));
   private settle!: { resolve: (result: ClaudeResult) => void; reject: (error: Error) => void };
 
   constructor() {
