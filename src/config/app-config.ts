@@ -16,6 +16,8 @@ export class AppConfig {
     loginRateWindowSeconds: number;
   };
   readonly logLevel: string;
+  /** Cap of the log lines kept while stdout cannot be written; beyond it lines are dropped and counted. */
+  readonly logBufferLimitBytes: number;
   readonly sandbox: {
     provider: 'local' | 'modal';
     imagesDir: string;
@@ -75,6 +77,7 @@ export class AppConfig {
       loginRateWindowSeconds: env.LOGIN_RATE_WINDOW_SECONDS,
     };
     this.logLevel = env.LOG_LEVEL;
+    this.logBufferLimitBytes = env.LOG_BUFFER_LIMIT_BYTES;
     this.sandbox = {
       provider: env.SANDBOX_PROVIDER,
       imagesDir: resolve(env.IMAGES_DIR ?? join(this.dataDir, 'images')),
