@@ -3,6 +3,7 @@ import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule } from 'nestjs-pino';
 import type { DestinationStream } from 'pino';
 import { HttpExceptionFilter } from './common/http-exception.filter';
+import { stdoutLogDestination } from './common/log-destination';
 import { buildLoggerParams } from './common/logging';
 import { ResponseEnvelopeInterceptor } from './common/response-envelope.interceptor';
 import { AppConfig } from './config/app-config';
@@ -18,7 +19,7 @@ import { UsersModule } from './modules/users/users.module';
 
 export interface AppModuleOptions {
   config: AppConfig;
-  /** Where JSON log lines go; stdout when omitted (tests pass a capturing stream). */
+  /** Where JSON log lines go; stdout, never blocking the service, when omitted (tests pass a capturing stream). */
   logDestination?: DestinationStream;
 }
 
@@ -36,7 +37,7 @@ export class AppModule implements OnApplicationShutdown {
       module: AppModule,
       imports: [
         ConfigModule.forRoot(config),
-        LoggerModule.forRoot(buildLoggerParams(config.logLevel, logDestination)),
+        LoggerModule.forRoot(buildLoggerParams(config.logLevel, logDestination ?? stdoutLogDestination(config.logBufferLimitBytes))),
         DatabaseModule,
         UsersModule,
         AuthModule,

@@ -1,4 +1,5 @@
 import { ArgumentsHost, BadRequestException, HttpException, Logger, NotFoundException } from '@nestjs/common';
+import { QueryFailedError } from 'typeorm';
 import {
   ConflictError,
   DeadlineExceededError,
@@ -158,6 +159,38 @@ describe('HttpExceptionFilter', () => {
       const { status } = answer(Object.assign(new Error('EACCES reading /srv/file'), { type: 'system', status: 500 }));
 
       expect(status).toBe(500);
+    });
+  });
+
+  describe('a full disk', () => {
+    const diskFull = () =>
+      new QueryFailedError('INSERT INTO "user" …', ['owner@example.test', 'scrypt$hash'], Object.assign(new Error('could not extend file "base/5/16406": No space left on device'), { code: '53100' }));
+
+    it('answers a write that failed for lack of space with 503 saying the disk is full', () => {
+      const { status, body } = answer(diskFull());
+
+      expect(status).toBe(503);
+      expect(body).toEqual({ statusCode: 503, error: 'Service Unavailable', message: expect.stringMatching(/no space left/i), details: { reason: 'disk_full' } });
+    });
+
+    it('answers a file system ENOSPC the same way', () => {
+      const { status } = answer(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+
+      expect(status).toBe(503);
+    });
+
+    it('logs the cause with the request id, without the query parameters', () => {
+      answer(diskFull(), { requestId: 'req-9' });
+
+      expect(loggedErrors).toHaveBeenCalledWith({ request_id: 'req-9', code: '53100', error: expect.stringContaining('No space left') }, expect.stringContaining('disk is full'));
+      expect(JSON.stringify(loggedErrors.mock.calls)).not.toContain('scrypt$hash');
+    });
+
+    it('leaves a domain error about a full volume to its own mapping', () => {
+      const { status, body } = answer(new UpstreamError('no space left for /workspace/big.bin'));
+
+      expect(status).toBe(502);
+      expect(body?.message).toBe('no space left for /workspace/big.bin');
     });
   });
 

@@ -1,6 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { STATUS_CODES } from 'node:http';
+import { DiskFullError, findDiskFullCause } from './disk-full';
 import { DomainError, DomainErrorKind } from './domain-error';
 import { JsonTooDeepError, NulCharacterError } from './json-body-guards';
 
@@ -56,6 +57,12 @@ export class HttpExceptionFilter implements ExceptionFilter {
   }
 
   private toBody(exception: unknown, requestId: string): ErrorBody {
+    const diskFull = exception instanceof DomainError ? undefined : findDiskFullCause(exception);
+    if (diskFull) {
+      // Without the query and its parameters (they may hold secrets): the cause is what the operator needs.
+      this.logger.error({ request_id: requestId, code: diskFull.code, error: diskFull.message }, 'a write failed: the disk is full');
+      return this.toBody(new DiskFullError(), requestId);
+    }
     if (exception instanceof DomainError) {
       const statusCode = STATUS_BY_KIND[exception.kind];
       return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message: exception.message, ...(exception.details ? { details: exception.details } : {}) };

@@ -6,6 +6,8 @@ export class AppConfig {
   /** trustProxy: Express' `trust proxy` (hops, addresses or subnets); undefined = X-Forwarded-For is ignored. */
   readonly http: { port: number; host: string; bodyLimit: string; trustProxy?: boolean | number | string };
   readonly dataDir: string;
+  /** Below this many free bytes on DATA_DIR's filesystem, health reports its disk as down. */
+  readonly dataDirMinFreeBytes: number;
   readonly database: { url?: string };
   readonly auth: {
     jwtSecret?: string;
@@ -16,6 +18,8 @@ export class AppConfig {
     loginRateWindowSeconds: number;
   };
   readonly logLevel: string;
+  /** Cap of the log lines kept while stdout cannot be written; beyond it lines are dropped and counted. */
+  readonly logBufferLimitBytes: number;
   readonly sandbox: {
     provider: 'local' | 'modal';
     imagesDir: string;
@@ -65,6 +69,7 @@ export class AppConfig {
   constructor(env: EnvironmentVariables) {
     this.http = { port: env.PORT, host: env.HOST, bodyLimit: env.BODY_LIMIT, trustProxy: trustProxySetting(env.TRUST_PROXY) };
     this.dataDir = resolve(env.DATA_DIR);
+    this.dataDirMinFreeBytes = env.DATA_DIR_MIN_FREE_MB * 1024 * 1024;
     this.database = { url: env.DATABASE_URL };
     this.auth = {
       jwtSecret: env.JWT_SECRET,
@@ -75,6 +80,7 @@ export class AppConfig {
       loginRateWindowSeconds: env.LOGIN_RATE_WINDOW_SECONDS,
     };
     this.logLevel = env.LOG_LEVEL;
+    this.logBufferLimitBytes = env.LOG_BUFFER_LIMIT_BYTES;
     this.sandbox = {
       provider: env.SANDBOX_PROVIDER,
       imagesDir: resolve(env.IMAGES_DIR ?? join(this.dataDir, 'images')),

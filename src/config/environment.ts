@@ -61,6 +61,14 @@ export class EnvironmentVariables {
   @IsOptional() @IsIn(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
   LOG_LEVEL: string = 'info';
 
+  /** Log bytes kept while stdout cannot be written (full disk, stalled reader); lines beyond are dropped and counted. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(65_536)
+  LOG_BUFFER_LIMIT_BYTES: number = 4 * 1024 * 1024;
+
+  /** /api/health reports the data directory's disk as down with less free space than this. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(0)
+  DATA_DIR_MIN_FREE_MB: number = 64;
+
   // --- sandboxes ---
   @IsOptional() @IsIn(['local', 'modal'])
   SANDBOX_PROVIDER: 'local' | 'modal' = 'local';

@@ -6,7 +6,8 @@ export interface HttpResult<T = any> {
   text: string;
 }
 
-export async function call<T = any>(url: string, method: string, path: string, options: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string> } = {}): Promise<HttpResult<T>> {
+/** `timeoutMs`: the request fails (AbortError) when no complete answer came by then. */
+export async function call<T = any>(url: string, method: string, path: string, options: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<HttpResult<T>> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   let body: string | Buffer | undefined;
@@ -17,7 +18,8 @@ export async function call<T = any>(url: string, method: string, path: string, o
     body = JSON.stringify(options.body);
     headers['content-type'] = 'application/json';
   }
-  const response = await fetch(`${url}${path}`, { method, headers, body });
+  const signal = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const response = await fetch(`${url}${path}`, { method, headers, body, signal });
   const text = await response.text();
   let parsed: unknown = text;
   try {

@@ -1,8 +1,9 @@
 import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
 import { IntegrationsModule } from '../../integrations/integrations.module';
+import { DataDirDiskHealthIndicator } from './data-dir-disk.health';
 import { HealthController } from './health.controller';
 import { SandboxEngineHealthIndicator } from './sandbox-engine.health';
 
-@Module({ imports: [TerminusModule, IntegrationsModule], controllers: [HealthController], providers: [SandboxEngineHealthIndicator] })
+@Module({ imports: [TerminusModule, IntegrationsModule], controllers: [HealthController], providers: [SandboxEngineHealthIndicator, DataDirDiskHealthIndicator] })
 export class HealthModule {}
