@@ -8,7 +8,7 @@ export interface SseEvent {
  * Reads a Server-Sent Events response with fetch (so it can send headers such as Last-Event-ID),
  * until `done` arrives, `stopAfter` events were read, or the server closes the stream.
  */
-export async function readSse(url: string, options: { token: string; lastEventId?: string; stopAfter?: number; method?: string; body?: unknown } ): Promise<{ events: SseEvent[]; raw: string; contentType: string | null }> {
+export async function readSse(url: string, options: { token: string; lastEventId?: string; stopAfter?: number; until?: (event: SseEvent) => boolean; method?: string; body?: unknown } ): Promise<{ events: SseEvent[]; raw: string; contentType: string | null }> {
   const controller = new AbortController();
   const headers: Record<string, string> = { authorization: `Bearer ${options.token}`, accept: 'text/event-stream' };
   if (options.lastEventId) headers['last-event-id'] = options.lastEventId;
@@ -34,7 +34,7 @@ export async function readSse(url: string, options: { token: string; lastEventId
         const event = parseSseBlock(block);
         if (!event) continue;
         events.push(event);
-        if (event.event === 'done' || (options.stopAfter !== undefined && events.length >= options.stopAfter)) {
+        if (event.event === 'done' || (options.stopAfter !== undefined && events.length >= options.stopAfter) || options.until?.(event)) {
           controller.abort();
           return { events, raw, contentType: response.headers.get('content-type') };
         }

@@ -121,7 +121,7 @@ export async function createMember(testApp: TestApp, email = `member-${randomByt
   return { email, token: await login(testApp.url, email, password), accountId: data.account_id };
 }
 
-async function createDatabase(): Promise<string> {
+export async function createDatabase(): Promise<string> {
   const name = `mss_e2e_${randomBytes(6).toString('hex')}`;
   const client = new Client({ connectionString: POSTGRES_ADMIN_URL });
   await client.connect();
@@ -133,7 +133,7 @@ async function createDatabase(): Promise<string> {
   return `postgres://root@127.0.0.1:5432/${name}`;
 }
 
-async function dropDatabase(url: string): Promise<void> {
+export async function dropDatabase(url: string): Promise<void> {
   const name = new URL(url).pathname.slice(1);
   const client = new Client({ connectionString: POSTGRES_ADMIN_URL });
   await client.connect();

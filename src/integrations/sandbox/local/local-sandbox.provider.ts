@@ -53,6 +53,8 @@ const WARM_SANDBOXES = 2;
 const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
 const SPARE_DELAY_MS = 10;
+const TOMBSTONE_SUFFIX = '.ended.json';
+const TOMBSTONE_KEEP_MS = 7 * 24 * 3600 * 1000;
 /** How often the engine checks that the sandboxes it no longer hears from directly (re-attached ones) still run. */
 const LIVENESS_POLL_MS = 1_000;
 /** The NAT of one sandbox: one process (two while it attaches its filter); memory for many connections. */
@@ -349,11 +351,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const dirs = new SandboxDirs(this.sandboxDir(providerSandboxId));
     const persisted = await readPersistedState(dirs.stateFile);
     if (!persisted || !(await isSandboxInit(persisted.initPid, providerSandboxId))) {
-      const ended = await this.howItEnded(providerSandboxId, dirs, persisted);
+      const ended = (await this.takeTombstone(providerSandboxId)) ?? (await this.howItEnded(providerSandboxId, dirs, persisted));
       await this.removeLeftovers(providerSandboxId);
       this.logger.log(`sandbox ${providerSandboxId} ended while the service was away: ${'exitReason' in ended ? ended.exitReason : ''}`);
       return ended;
     }
+    await this.ensureVolume(spec.accountId, spec.volumeName);
     const sandbox: LocalSandbox = {
       id: providerSandboxId,
       dirs,
@@ -575,16 +578,36 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     await this.abandonedSwept;
   }
 
+  /**
+   * What sandboxes that ended while no service ran left behind is removed, except how each one
+   * ended (a tombstone beside the directories, for reattach() to report; kept a week at most).
+   */
   private async sweepLeftovers(): Promise<void> {
-    const ids = (await readdir(this.dataPath('sandboxes')).catch(() => [] as string[])).filter((name) => SANDBOX_ID.test(name));
+    const names = await readdir(this.dataPath('sandboxes')).catch(() => [] as string[]);
     let removed = 0;
-    for (const id of ids) {
-      const persisted = await readPersistedState(new SandboxDirs(this.sandboxDir(id)).stateFile);
+    for (const id of names.filter((name) => SANDBOX_ID.test(name))) {
+      const dirs = new SandboxDirs(this.sandboxDir(id));
+      const persisted = await readPersistedState(dirs.stateFile);
       if (persisted && (await isSandboxInit(persisted.initPid, id))) continue;
+      if (persisted) await writeFile(this.tombstone(id), JSON.stringify(await this.howItEnded(id, dirs, persisted)));
       await this.removeLeftovers(id);
       removed++;
     }
+    for (const name of names.filter((entry) => entry.endsWith(TOMBSTONE_SUFFIX))) {
+      const file = this.dataPath('sandboxes', name);
+      if (Date.now() - (await stat(file)).mtimeMs > TOMBSTONE_KEEP_MS) await rm(file, { force: true });
+    }
     if (removed > 0) this.logger.log(`removed what ${removed} sandboxes of an earlier run left behind`);
+  }
+
+  private tombstone(providerSandboxId: string): string {
+    return `${this.sandboxDir(providerSandboxId)}${TOMBSTONE_SUFFIX}`;
+  }
+
+  private async takeTombstone(providerSandboxId: string): Promise<SandboxState | null> {
+    const ended = await readJson<SandboxState>(this.tombstone(providerSandboxId));
+    await rm(this.tombstone(providerSandboxId), { force: true });
+    return ended;
   }
 
   /**
