@@ -1,6 +1,6 @@
 import { type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeAnthropic } from './support/fake-anthropic';
@@ -10,7 +10,11 @@ import { readSse, type SseEvent } from './support/sse-client';
 import { createDatabase, type DatabaseKind, dropDatabase, login } from './support/test-app';
 
 const ADMIN = { email: 'durable@example.test', password: 'durable-password-1' };
-const STOPS = ['SIGKILL', 'SIGTERM'] as const;
+/** kill -9 of the service's pid; SIGTERM; and systemd's KillMode=control-group (every process of its cgroup killed). */
+const STOPS = ['SIGKILL', 'SIGTERM', 'control-group'] as const;
+type Stop = (typeof STOPS)[number];
+/** The cgroup (v2) the service runs in, as a systemd unit's would be: unified on a hybrid host. */
+const UNIT_ROOT = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
 
 /**
  * The service in its own process, stopped the ways deploys stop it (kill -9 of its pid, SIGTERM)
@@ -25,12 +29,15 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
   let url: string;
   let token: string;
   let admin: ReturnType<typeof api>;
+  let unit: string;
 
   beforeAll(async () => {
     fake = await FakeAnthropic.start({ delayMs: 5 });
     dataDir = mkdtempSync(join(tmpdir(), 'mss-durable-'));
     databaseUrl = database === 'postgres' ? await createDatabase() : undefined;
     port = await freePort();
+    unit = join(UNIT_ROOT, `mss-durable-test-${process.pid}-${database}.service`);
+    mkdirSync(unit);
     url = `http://127.0.0.1:${port}`;
     await start();
   });
@@ -46,6 +53,7 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
     await fake?.stop();
     if (databaseUrl) await dropDatabase(databaseUrl);
     rmSync(dataDir, { recursive: true, force: true });
+    rmdirSync(unit);
   });
 
   async function start(): Promise<void> {
@@ -58,16 +66,19 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'sk-durable-test',
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
-    });
+    }, { cgroupProcsFile: join(unit, 'cgroup.procs') });
     await waitForHealth(url, service);
     token = await login(url, ADMIN.email, ADMIN.password);
     admin = api(url, token);
   }
 
-  /** kill -9 hits only the service's pid (its process group is the test's). */
-  async function stop(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
+  /** kill -9 hits only the service's pid (its process group is the test's); control-group kills everything in its unit's cgroup. */
+  async function stop(signal: Stop): Promise<void> {
     const exited = once(service!, 'exit');
-    service!.kill(signal);
+    if (signal === 'control-group') {
+      expect(readFileSync(join(unit, 'cgroup.procs'), 'utf8').trim()).toBe(String(service!.pid));
+      writeFileSync(join(unit, 'cgroup.kill'), '1');
+    } else service!.kill(signal);
     const [code, by] = await exited;
     if (signal === 'SIGTERM') expect({ code, by, output: serviceOutput(service!).slice(-2000) }).toMatchObject({ code: 0 });
     service = undefined;

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { createServer, type Server } from 'node:net';
@@ -36,6 +37,8 @@ describe('LocalSandboxProvider on this host', () => {
   });
 
   afterAll(async () => {
+    // Stopping the engine leaves sandboxes running (a restarted service takes them over): end them first.
+    for (const id of readdirSync(join(dataDir, 'sandboxes')).filter((name) => /^sbx-[0-9a-f]{12}$/.test(name))) await provider.terminate(id);
     await provider.onModuleDestroy();
     delete process.env.LOCAL_SANDBOX_TEST_MARKER;
     rmSync(dataDir, { recursive: true, force: true });
@@ -121,7 +124,7 @@ describe('LocalSandboxProvider on this host', () => {
     await expect(provider.exec(id, { argv: ['true'] })).rejects.toBeInstanceOf(SandboxGoneError);
     expect(hostProcessesOf(id)).toEqual([]);
     expect(existsSync(join(dataDir, 'sandboxes', id))).toBe(false);
-    expect(await provider.reattach(id, spec())).toBe(false);
+    expect(await provider.reattach(id, spec())).toMatchObject({ status: 'terminated' });
     expect(handedOutSandboxDirs()).toEqual([]);
   });
 
@@ -471,7 +474,7 @@ describe('LocalSandboxProvider on this host', () => {
     mkdirSync(join(leftover, 'upper', 'usr'), { recursive: true });
     writeFileSync(join(leftover, 'state.json'), JSON.stringify({ initPid: process.pid, expiresAt: Date.now() + 60_000 }));
 
-    expect(await provider.reattach('sbx-0123456789ab', spec())).toBe(false);
+    expect(await provider.reattach('sbx-0123456789ab', spec())).toMatchObject({ status: 'terminated' });
     expect(existsSync(leftover)).toBe(false);
   });
 
@@ -480,7 +483,10 @@ describe('LocalSandboxProvider on this host', () => {
     const dead = 'sbx-00000000dead';
     mkdirSync(join(dataDir, 'sandboxes', dead, 'rw'), { recursive: true });
     writeFileSync(join(dataDir, 'sandboxes', dead, 'state.json'), JSON.stringify({ initPid: process.pid, expiresAt: Date.now() + 60_000 }));
-    const deadGroups = await SandboxCgroups.create(dead, { maxProcesses: 10, memoryBytes: 64 << 20, cpuCores: 1 });
+    // Sandboxes' groups nest below those of the supervisor (named by its control socket's path).
+    const supervisorPid = execFileSync('pgrep', ['-f', `${dataDir}/spawner/supervisor.sock`], { encoding: 'utf8' }).trim().split('\n')[0];
+    const supervisorCgroup = readFileSync(`/proc/${supervisorPid}/cgroup`, 'utf8');
+    const deadGroups = await SandboxCgroups.create(dead, { maxProcesses: 10, memoryBytes: 64 << 20, cpuCores: 1 }, { procSelfCgroup: supervisorCgroup });
     const groupDirs = deadGroups.procsFiles.map(dirname);
     expect(groupDirs.filter((dir) => existsSync(dir)).length).toBeGreaterThan(0);
 

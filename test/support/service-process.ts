@@ -10,9 +10,13 @@ export const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
  * Starts the service in its own process with only `env` (and PATH). Its output is captured unless
  * `stdout` names a descriptor to hand it instead (a file, a pipe).
  */
-export function startService(env: Record<string, string>, options: { stdout?: number } = {}): ChildProcess {
+export function startService(env: Record<string, string>, options: { stdout?: number; cgroupProcsFile?: string } = {}): ChildProcess {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build (npm test does)`);
-  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', options.stdout ?? 'pipe', 'pipe'] });
+  const [file, args] = options.cgroupProcsFile
+    ? // joins the cgroup before it becomes the service, as a unit's main process does
+      ['/bin/sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', options.cgroupProcsFile, process.execPath, MAIN]]
+    : [process.execPath, [MAIN]];
+  const child = spawn(file, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', options.stdout ?? 'pipe', 'pipe'] });
   const chunks: string[] = [];
   child.stdout?.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
