@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Params } from 'nestjs-pino';
-import type { DestinationStream } from 'pino';
+import { type DestinationStream, stdSerializers } from 'pino';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -19,6 +19,22 @@ export const REDACTED_PATHS = [
   '*.api_key',
 ];
 
+/** Properties of database errors (TypeORM's QueryFailedError, pg's errors) that repeat the statement or its values. */
+const STATEMENT_PROPERTIES = ['query', 'parameters', 'driverError', 'where', 'internalQuery'];
+
+/**
+ * An error as pino logs it, without the SQL statement and its parameters a database error carries:
+ * those hold what was being written (password hashes, tokens' hashes, tenants' output). The
+ * driver's code and message stay, which is what an operator needs.
+ */
+export function loggableError(error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  const serialized = stdSerializers.err(error) as unknown as Record<string, unknown>;
+  const code = (error as { code?: unknown; driverError?: { code?: unknown } }).code ?? (error as { driverError?: { code?: unknown } }).driverError?.code;
+  for (const property of STATEMENT_PROPERTIES) delete serialized[property];
+  return code === undefined ? serialized : { ...serialized, code };
+}
+
 /** Structured JSON logs, one request id per request (the caller's X-Request-Id when it is sane). */
 export function buildLoggerParams(level: string, destination?: DestinationStream): Params {
   const options = {
@@ -33,6 +49,7 @@ export function buildLoggerParams(level: string, destination?: DestinationStream
         customProps: (request: IncomingMessage & { id?: unknown }) => ({ request_id: request.id }),
         serializers: {
           req: (request: { id: unknown; method: string; url: string }) => ({ id: request.id, method: request.method, url: request.url }),
+          err: loggableError,
         },
   };
   return { pinoHttp: destination ? [options, destination] : options };
