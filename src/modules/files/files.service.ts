@@ -7,6 +7,7 @@ import { PayloadTooLargeError } from '../../common/domain-error';
 import { VolumeEntry } from '../../integrations/sandbox/sandbox-provider';
 import { VolumePathNotFoundError } from '../../integrations/sandbox/sandbox-provider.errors';
 import type { Sandbox } from '../sandboxes/sandbox.entity';
+import { SandboxActivity } from '../sandboxes/sandbox-activity';
 import { SandboxesService } from '../sandboxes/sandboxes.service';
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -50,6 +51,7 @@ export class FilesService {
   constructor(
     private readonly sandboxes: SandboxesService,
     private readonly config: AppConfig,
+    private readonly activity: SandboxActivity,
   ) {}
 
   async list(sandbox: Sandbox, path: string): Promise<FileEntryResponse[]> {
@@ -62,7 +64,14 @@ export class FilesService {
     const entry = await volume.stat(path);
     if (!entry || entry.type !== 'file') throw new VolumePathNotFoundError(path);
     const name = posix.basename(entry.path);
-    return new StreamableFile(await volume.openRead(path), {
+    // A transfer in progress is work: the sandbox is not idle until the last byte is sent.
+    const endActivity = this.activity.begin(sandbox.id);
+    const content = await volume.openRead(path).catch(async (error: unknown) => {
+      await endActivity();
+      throw error;
+    });
+    content.once('close', () => void endActivity());
+    return new StreamableFile(content, {
       type: CONTENT_TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream',
       length: entry.size,
       disposition: `attachment; filename="${name.replace(/[^\x20-\x7e]|["\\]/g, '_')}"; filename*=UTF-8''${encodeURIComponent(name)}`,
@@ -73,7 +82,7 @@ export class FilesService {
     const limit = this.config.storage.fileUploadLimitBytes;
     if (declaredLength > limit) throw new UploadTooLargeError(limit);
     const volume = this.sandboxes.volumeOf(sandbox);
-    await volume.write(path, body.pipe(limitBytes(limit)));
+    await this.activity.during(sandbox.id, () => volume.write(path, body.pipe(limitBytes(limit))));
     await this.sandboxes.touch(sandbox.id);
     const entry = await volume.stat(path);
     if (!entry) throw new VolumePathNotFoundError(path);
