@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { AppConfig } from '../../config/app-config';
 import { ClaudeAgent, ClaudeExecution, ClaudeResult, ClaudeRunOptions, ClaudeSandbox } from '../../integrations/claude/claude.agent';
@@ -7,7 +8,7 @@ import { ModelGatewayTokens } from './model-gateway-tokens.service';
 import { RunEventType } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { Run } from './run.entity';
-import { RunStatus } from './run-state';
+import { IllegalRunTransitionError, RunStatus } from './run-state';
 import { RunStateStore } from './run-state.store';
 import { RunWatchdog } from './run-watchdog';
 
@@ -32,6 +33,8 @@ interface ActiveRun {
 
 /** How long a stopping service waits for the events it has read to be written. */
 const FLUSH_ON_STOP_MS = 3_000;
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
 
 interface Outcome {
   status: RunStatus;
@@ -44,6 +47,7 @@ interface Outcome {
 export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RunExecutor.name);
   private readonly active = new Map<string, ActiveRun>();
+  private stopping = false;
 
   constructor(
     private readonly states: RunStateStore,
@@ -130,6 +134,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
    * service), then their streams end without `done`, and clients reconnect with Last-Event-ID.
    */
   async onModuleDestroy(): Promise<void> {
+    this.stopping = true;
     const active = [...this.active.entries()];
     for (const [, entry] of active) entry.detaching = true;
     await Promise.all(active.map(([, entry]) => entry.execution?.detach().catch(() => undefined)));
@@ -186,6 +191,24 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     }
   }
 
+  /**
+   * Retries `work` with backoff while it fails for a reason that may pass (the database restarting,
+   * a full disk); a refused state move (someone else ended the run) is final, and so is the
+   * service stopping (the next start finishes the run from its log).
+   */
+  private async persistently(runId: string, what: string, work: () => Promise<unknown>): Promise<void> {
+    for (let delay = RETRY_FIRST_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      try {
+        await work();
+        return;
+      } catch (error) {
+        if (error instanceof IllegalRunTransitionError || this.stopping) throw error;
+        this.logger.warn({ run_id: runId, err: error }, `could not ${what}; retrying in ${delay} ms`);
+        await sleep(delay);
+      }
+    }
+  }
+
   /** The time limit counts from the run's start, also for a run resumed after a restart. */
   private limitsOf(run: Run): { idleMs: number; totalMs: number } {
     const elapsedMs = run.startedAt ? Date.now() - run.startedAt.getTime() : 0;
@@ -205,20 +228,28 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     this.events.append(runId, type, data, event.position).catch((error: Error) => this.logger.error({ run_id: runId, err: error }, 'could not record a run event'));
   }
 
+  /**
+   * Records the end, retrying through a database outage until it is written: a run whose agent
+   * ended while the database was down must not stay `running` without `done`. Its events are
+   * written first, so a run never reads as ended before its last event is stored.
+   */
   private async finish(run: Run, outcome: Outcome): Promise<void> {
+    await this.events.written(run.id);
     // Before `done` is visible: whoever sees the run ended can rely on its token being dead.
-    await this.revokeGatewayToken(run.id);
+    await this.persistently(run.id, 'revoke the run token of the model gateway', () => this.gatewayTokens.revoke(run.id));
     const { result } = outcome;
-    await this.states.move(run, outcome.status, {
-      exitCode: result?.exitCode ?? null,
-      sessionId: result?.sessionId ?? run.sessionId,
-      result: result?.result ?? null,
-      totalCostUsd: result?.totalCostUsd ?? null,
-      usage: result?.usage ?? null,
-      numTurns: result?.numTurns ?? null,
-      error: outcome.error,
-      finishedAt: new Date(),
-    });
+    await this.persistently(run.id, 'record the end of the run', () =>
+      this.states.move(run, outcome.status, {
+        exitCode: result?.exitCode ?? null,
+        sessionId: result?.sessionId ?? run.sessionId,
+        result: result?.result ?? null,
+        totalCostUsd: result?.totalCostUsd ?? null,
+        usage: result?.usage ?? null,
+        numTurns: result?.numTurns ?? null,
+        error: outcome.error,
+        finishedAt: new Date(),
+      }),
+    );
     if (run.error) await this.events.append(run.id, 'error', { message: run.error });
     await this.events.append(run.id, 'done', doneEventOf(run));
     await this.events.close(run.id);
