@@ -59,6 +59,7 @@ export class ClaudeCliExecution implements ClaudeExecution {
 
   private async killAgent(): Promise<void> {
     const killer = await this.exec({ argv: killArgv(this.dir) }).catch(() => undefined);
+    drain(killer?.stdout, killer?.stderr);
     await killer?.wait();
   }
 
@@ -75,6 +76,7 @@ export class ClaudeCliExecution implements ClaudeExecution {
 
   private async follower(stream: LogStream): Promise<SandboxProcess> {
     const follower = await this.exec({ argv: followArgv(this.dir, stream, this.from.offsets[stream]) });
+    drain(follower.stderr);
     this.followers.push(follower);
     return follower;
   }
@@ -99,6 +101,11 @@ export class ClaudeCliExecution implements ClaudeExecution {
     }
     return tail.join('\n');
   }
+}
+
+/** Output nobody needs is still read: an exec's wait() resolves only once its output was delivered. */
+function drain(...streams: Array<Readable | undefined>): void {
+  for (const stream of streams) stream?.resume();
 }
 
 function stdoutEvent(line: ParsedLine): ClaudeEvent {

@@ -1,8 +1,9 @@
-import { FindManyOptions, FindOperator, InsertResult, Repository } from 'typeorm';
+import { Logger } from '@nestjs/common';
+import { DataSource, FindManyOptions, FindOperator, InsertResult, Repository } from 'typeorm';
+import { insertRun, openTestDatabase } from '../../testing/pglite-database';
+import { strictMock } from '../../testing/strict-mock';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
-import { strictMock } from '../../testing/strict-mock';
-
 
 const RUN = 'run-1';
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -131,16 +132,168 @@ describe('RunEventLog', () => {
     expect(table).toEqual([expect.objectContaining({ runId: 'run-2', seq: 8, type: 'done' })]);
   });
 
-  it('keeps recording later events after one insert failed', async () => {
-    repository.insert.mockRejectedValueOnce(new Error('connection lost'));
+  it('gives up an event its run no longer takes (foreign key violation) and keeps recording later ones', async () => {
+    repository.insert.mockRejectedValueOnce(Object.assign(new Error('violates foreign key constraint'), { code: '23503' }));
     const client = follower(log, 0);
     await settle();
 
-    await expect(log.append(RUN, 'assistant', { n: 1 })).rejects.toThrow('connection lost');
+    await expect(log.append(RUN, 'assistant', { n: 1 })).rejects.toThrow('violates foreign key constraint');
     await log.append(RUN, 'done', { status: 'failed' });
     await settle();
 
+    expect(repository.insert).toHaveBeenCalledTimes(2);
     expect(client.seen.map((event) => event.type)).toEqual(['done']);
     expect(client.completed).toBe(true);
+  });
+});
+
+describe('RunEventLog (real PGlite database)', () => {
+  let database: Awaited<ReturnType<typeof openTestDatabase>>;
+  let dataSource: DataSource;
+  let repository: Repository<RunEvent>;
+  let insert: jest.SpyInstance;
+  let log: RunEventLog;
+  let runId: string;
+
+  beforeAll(async () => {
+    database = await openTestDatabase();
+    dataSource = database.dataSource;
+  });
+  afterAll(() => database?.close());
+
+  beforeEach(async () => {
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    repository = dataSource.getRepository(RunEvent);
+    insert = jest.spyOn(repository, 'insert');
+    log = new RunEventLog(repository);
+    runId = await insertRun(dataSource);
+    log.open(runId);
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  const rows = () => repository.find({ where: { runId }, order: { seq: 'ASC' } });
+  /** The seq of each insert attempt, in order. */
+  const attempts = () => insert.mock.calls.map(([row]) => (row as RunEvent).seq);
+  const connectionLost = () => Object.assign(new Error('Connection terminated unexpectedly'), { code: undefined });
+
+  it('retries a failed insert until it is written, in order, with no gap in the seqs', async () => {
+    insert.mockRejectedValueOnce(connectionLost()).mockRejectedValueOnce(connectionLost());
+    const seen: StoredEvent[] = [];
+    log.follow(runId, 0).subscribe((event) => seen.push(event));
+    await settle();
+
+    const appended = [log.append(runId, 'system', { n: 1 }), log.append(runId, 'assistant', { n: 2 }), log.append(runId, 'done', { n: 3 })];
+    await settle();
+    expect(log.pendingWrites).toBe(3);
+    await Promise.all(appended);
+
+    // The first event is tried three times; the later ones wait for it, then are written once each.
+    expect(attempts()).toEqual([1, 1, 1, 2, 3]);
+    expect((await rows()).map((row) => [row.seq, row.type, row.data])).toEqual([
+      [1, 'system', { n: 1 }],
+      [2, 'assistant', { n: 2 }],
+      [3, 'done', { n: 3 }],
+    ]);
+    expect(seen.map((event) => event.seq)).toEqual([1, 2, 3]);
+    expect(log.pendingWrites).toBe(0);
+  });
+
+  it('counts a row already there (its insert succeeded, the answer was lost) as written', async () => {
+    // The first attempt reaches the database, then fails as if the connection dropped before the answer.
+    insert.mockImplementationOnce(async (row) => {
+      await Repository.prototype.insert.call(repository, row);
+      throw connectionLost();
+    });
+    const seen: StoredEvent[] = [];
+    log.follow(runId, 0).subscribe((event) => seen.push(event));
+    await settle();
+
+    await log.append(runId, 'output', { line: 'once' });
+    await log.append(runId, 'done', {});
+
+    // The retry hits the real unique violation of the primary key, and does not try again.
+    expect(attempts()).toEqual([1, 1, 2]);
+    expect((await rows()).map((row) => [row.seq, row.data])).toEqual([
+      [1, { line: 'once' }],
+      [2, {}],
+    ]);
+    expect(seen.map((event) => event.seq)).toEqual([1, 2]);
+  }, 10_000);
+
+  it('gives up at once on an event of a run that is gone (real foreign key violation)', async () => {
+    log.open('00000000-0000-4000-8000-000000000000');
+
+    await expect(log.append('00000000-0000-4000-8000-000000000000', 'output', { line: 'orphan' })).rejects.toMatchObject({ code: '23503' });
+
+    expect(insert).toHaveBeenCalledTimes(1);
+    expect(log.pendingWrites).toBe(0);
+  });
+
+  it('stops retrying once the run’s log is abandoned, and writes nothing after an event it gave up (no gap)', async () => {
+    // The database is unreachable until just after the log is abandoned.
+    let reachable = false;
+    insert.mockImplementation(async (row) => {
+      if (!reachable) throw connectionLost();
+      return Repository.prototype.insert.call(repository, row) as Promise<InsertResult>;
+    });
+    const first = log.append(runId, 'output', { line: 'a' }).catch((error: Error) => error);
+    const second = log.append(runId, 'done', {}).catch((error: Error) => error);
+    while (insert.mock.calls.length < 2) await delay(10);
+    expect(log.pendingWrites).toBe(2);
+
+    log.abandon(runId);
+    reachable = true;
+
+    await expect(first).resolves.toBeInstanceOf(Error);
+    await expect(second).resolves.toBeInstanceOf(Error);
+    const tried = attempts();
+    await delay(500);
+    expect(attempts()).toEqual(tried);
+    // Event 2 written without event 1 would leave a gap, and move the resume point past event 1's line.
+    expect(tried.every((seq) => seq === 1)).toBe(true);
+    expect(log.pendingWrites).toBe(0);
+    expect(await rows()).toEqual([]);
+  });
+
+  it('stores where each event’s line ends in the agent’s log, and nothing for what the service adds', async () => {
+    await log.append(runId, 'system', { subtype: 'init' }, { stream: 'stdout', offset: 120 });
+    await log.append(runId, 'stderr', { line: 'warning' }, { stream: 'stderr', offset: 8 });
+    await log.append(runId, 'done', {});
+
+    expect((await rows()).map((row) => [row.seq, row.logStream, row.logOffset])).toEqual([
+      [1, 'stdout', 120],
+      [2, 'stderr', 8],
+      [3, null, null],
+    ]);
+  });
+
+  describe('resumePoint', () => {
+    it('is the start of the run when nothing was recorded', async () => {
+      await expect(log.resumePoint(runId)).resolves.toEqual({ offsets: { stdout: 0, stderr: 0 }, result: undefined, stderrTail: '' });
+    });
+
+    it('gives the last offset of each log, the last result and the last stderr lines', async () => {
+      const big = 5 * 1024 ** 3;
+      await log.append(runId, 'system', { type: 'system' }, { stream: 'stdout', offset: 100 });
+      await log.append(runId, 'result', { type: 'result', subtype: 'error_during_execution' }, { stream: 'stdout', offset: 200 });
+      for (let line = 1; line <= 25; line++) await log.append(runId, 'stderr', { line: `stderr ${line}` }, { stream: 'stderr', offset: line * 10 });
+      await log.append(runId, 'result', { type: 'result', subtype: 'success', session_id: 'sess-9' }, { stream: 'stdout', offset: big });
+      await log.append(runId, 'error', { message: 'added by the service' });
+
+      const point = await log.resumePoint(runId);
+
+      expect(point.offsets).toEqual({ stdout: big, stderr: 250 });
+      expect(point.result).toEqual({ type: 'result', subtype: 'success', session_id: 'sess-9' });
+      expect(point.stderrTail).toBe(Array.from({ length: 20 }, (_, index) => `stderr ${index + 6}`).join('\n'));
+    });
+
+    it('ignores the events of other runs', async () => {
+      const other = await insertRun(dataSource);
+      log.open(other);
+      await log.append(other, 'result', { type: 'result' }, { stream: 'stdout', offset: 99 });
+      await log.append(other, 'stderr', { line: 'other' }, { stream: 'stderr', offset: 6 });
+
+      await expect(log.resumePoint(runId)).resolves.toEqual({ offsets: { stdout: 0, stderr: 0 }, result: undefined, stderrTail: '' });
+    });
   });
 });

@@ -78,6 +78,8 @@ export class RunEventLog {
    */
   private async insertUntilWritten(row: EventRow, queue: WriteQueue): Promise<void> {
     for (let delay = RETRY_FIRST_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      // Once an event is given up, no later one is written: that would leave a gap, and a resume point past it.
+      if (queue.abandoned) throw new Error(`the event log of run ${row.runId} was abandoned before event ${row.seq} was written`);
       try {
         await this.events.insert(row);
         return;
@@ -86,7 +88,6 @@ export class RunEventLog {
         if ((error as { code?: string }).code === FOREIGN_KEY_VIOLATION || queue.abandoned) throw error;
         this.logger.warn({ run_id: row.runId, seq: row.seq, err: error }, `could not record a run event; retrying in ${delay} ms`);
         await sleep(delay);
-        if (queue.abandoned) throw error;
       }
     }
   }
@@ -124,6 +125,16 @@ export class RunEventLog {
         .map((row) => (row.data as { line?: string }).line ?? '')
         .join('\n'),
     };
+  }
+
+  /** Events of the run appended but not yet written. */
+  pendingOf(runId: string): number {
+    return this.writes.get(runId)?.pending ?? 0;
+  }
+
+  /** Settles once every event appended so far is written (or given up). */
+  async written(runId: string): Promise<void> {
+    await this.writes.get(runId)?.tail;
   }
 
   /** Closes the channel after the final event has been written. */

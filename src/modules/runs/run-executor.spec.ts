@@ -75,7 +75,7 @@ describe('RunExecutor (real PGlite database)', () => {
   beforeEach(() => {
     for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
     execution = new FakeClaudeExecution();
-    claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage', 'modelGatewayUnavailableReason', 'start']);
+    claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage', 'modelGatewayUnavailableReason', 'start', 'resume']);
     claude.modelGatewayUnavailableReason.mockReturnValue(null);
     claude.start.mockReturnValue(execution);
     gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
@@ -131,7 +131,7 @@ describe('RunExecutor (real PGlite database)', () => {
 
       const [token] = await dataSource.getRepository(ModelGatewayToken).findBy({ runId: run.id });
       expect(token).toBeDefined();
-      expect(claude.start).toHaveBeenCalledWith(SANDBOX, expect.objectContaining({ modelGatewayToken: expect.stringMatching(/^mgw_/) }));
+      expect(claude.start).toHaveBeenCalledWith(SANDBOX, run.id, expect.objectContaining({ modelGatewayToken: expect.stringMatching(/^mgw_/) }));
       await expectTokenRevokedBeforeDone(run);
     });
 
@@ -143,7 +143,7 @@ describe('RunExecutor (real PGlite database)', () => {
       await events;
 
       expect(await dataSource.getRepository(ModelGatewayToken).countBy({ runId: run.id })).toBe(0);
-      expect(claude.start).toHaveBeenCalledWith(SANDBOX, expect.objectContaining({ modelGatewayToken: undefined }));
+      expect(claude.start).toHaveBeenCalledWith(SANDBOX, run.id, expect.objectContaining({ modelGatewayToken: undefined }));
     });
 
     it('warns once at start-up that any process in a sandbox can read the credentials, saying why', () => {
@@ -171,7 +171,7 @@ describe('RunExecutor (real PGlite database)', () => {
     const run = await newRun({ resumed_session_id: 'sess-1', model: 'claude-sonnet-4-5', allowed_tools: ['Edit'], include_partial_messages: true });
     const { events } = await started(run);
 
-    expect(claude.start).toHaveBeenCalledWith(SANDBOX, {
+    expect(claude.start).toHaveBeenCalledWith(SANDBOX, run.id, {
       prompt: 'fix the tests',
       resumeSessionId: 'sess-1',
       model: 'claude-sonnet-4-5',
@@ -332,16 +332,192 @@ describe('RunExecutor (real PGlite database)', () => {
     });
   });
 
-  it('records runs still active at shutdown as interrupted', async () => {
+  it('records where each event’s line ends in the agent’s log, and nothing for the events it adds', async () => {
     const run = await newRun();
     const { events } = await started(run);
+    execution.emit(
+      { ...message('system', { subtype: 'init' }), position: { stream: 'stdout', offset: 57 } },
+      { kind: 'stderr', line: 'warning', position: { stream: 'stderr', offset: 8 } },
+      { kind: 'oversized', bytes: 11 * 1024 * 1024, limitBytes: 10 * 1024 * 1024, position: { stream: 'stdout', offset: 57 + 11 * 1024 * 1024 + 1 } },
+    );
+    execution.end({ ...SUCCESS, status: 'failed', error: 'boom' });
+    await events;
 
-    await executor.onModuleDestroy();
-    const all = await events;
+    const rows = await dataSource.getRepository(RunEvent).find({ where: { runId: run.id }, order: { seq: 'ASC' } });
+    expect(rows.map((row) => [row.seq, row.type, row.logStream, row.logOffset])).toEqual([
+      [1, 'system', 'stdout', 57],
+      [2, 'stderr', 'stderr', 8],
+      [3, 'error', 'stdout', 57 + 11 * 1024 * 1024 + 1],
+      [4, 'error', null, null],
+      [5, 'done', null, null],
+    ]);
+  });
 
-    expect(await stored(run)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('service stopped') });
-    await expectTokenRevokedBeforeDone(run);
-    expect(all[all.length - 1]).toMatchObject({ type: 'done', data: { status: 'interrupted' } });
+  describe('service stop (onModuleDestroy)', () => {
+    it('leaves active runs running: detaches, writes what was read, ends their streams without done and keeps their gateway token', async () => {
+      const run = await newRun();
+      const { events } = await started(run);
+      execution.emit({ ...message('assistant'), position: { stream: 'stdout', offset: 42 } });
+
+      await executor.onModuleDestroy();
+      const all = await events;
+
+      expect(execution.detach).toHaveBeenCalledTimes(1);
+      expect(execution.cancel).not.toHaveBeenCalled();
+      expect(typesOf(all)).toEqual(['assistant']);
+      expect(await dataSource.getRepository(RunEvent).countBy({ runId: run.id, type: 'done' })).toBe(0);
+      expect(await stored(run)).toMatchObject({ status: 'running', finishedAt: null, error: null, exitCode: null });
+      expect(gatewayTokens.revoke).not.toHaveBeenCalled();
+      const [token] = await dataSource.getRepository(ModelGatewayToken).findBy({ runId: run.id });
+      expect(token.revokedAt).toBeNull();
+      expect(activity.isBusy(run.sandboxId)).toBe(false);
+      expect(await executor.cancel(run.id)).toBe(false);
+    });
+
+    it('does nothing when no run is active', async () => {
+      await expect(executor.onModuleDestroy()).resolves.toBeUndefined();
+    });
+  });
+
+  describe('database outage', () => {
+    /** Holds every insert of run events until released, as a database that does not answer would. */
+    function holdEventWrites(): () => void {
+      const repository = dataSource.getRepository(RunEvent);
+      const insert = repository.insert.bind(repository);
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      jest.spyOn(repository, 'insert').mockImplementation(async (row) => {
+        await released;
+        return insert(row);
+      });
+      return release;
+    }
+
+    it('pauses reading the agent while its events are not written, then resumes where the written events end, with no gap', async () => {
+      const release = holdEventWrites();
+      const run = await newRun();
+      await started(run);
+      const resumed = new FakeClaudeExecution();
+      claude.resume.mockReturnValue(resumed);
+
+      for (let line = 1; line <= 1_000; line++) execution.emit({ kind: 'output', line: `line ${line}`, position: { stream: 'stdout', offset: line * 10 } });
+
+      expect(execution.detach).toHaveBeenCalledTimes(1);
+      expect(claude.resume).not.toHaveBeenCalled();
+      release();
+      while (claude.resume.mock.calls.length === 0) await settle();
+      expect(claude.resume).toHaveBeenCalledWith(SANDBOX, run.id, expect.objectContaining({ offsets: { stdout: 10_000, stderr: 0 } }));
+      const events = lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
+      resumed.emit({ kind: 'output', line: 'line 1001', position: { stream: 'stdout', offset: 10_010 } });
+      resumed.end(SUCCESS);
+      const all = await events;
+
+      expect(all.map((event) => event.seq)).toEqual(Array.from({ length: 1_002 }, (_, index) => index + 1));
+      expect(all[1_000]).toMatchObject({ type: 'output', data: { line: 'line 1001' } });
+      expect(all[1_001].type).toBe('done');
+      expect(await stored(run)).toMatchObject({ status: 'succeeded' });
+    });
+
+    it('records the end of a run whose agent ended while the database was down, once it is back', async () => {
+      const run = await newRun();
+      await started(run);
+      const runs = dataSource.getRepository(Run);
+      const update = runs.update.bind(runs);
+      let failures = 0;
+      jest.spyOn(runs, 'update').mockImplementation(async (...args: Parameters<typeof runs.update>) => {
+        if (failures++ < 2) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        return update(...args);
+      });
+      const events = lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
+
+      execution.end(SUCCESS);
+
+      expect((await events).at(-1)).toMatchObject({ type: 'done', data: expect.objectContaining({ status: 'succeeded' }) });
+      expect(failures).toBe(3);
+      expect(await stored(run)).toMatchObject({ status: 'succeeded' });
+    });
+  });
+
+  describe('resume after a restart', () => {
+    /** A run the previous service started and recorded up to some point, with its gateway token. */
+    async function runLeftRunning(options: Partial<RunOptions> = {}, startedAt = new Date(Date.now() - 60_000)): Promise<Run> {
+      const run = await insertRunIn(dataSource, await insertSandbox(dataSource), { status: 'running', startedAt, options: { ...RUN_OPTIONS, ...options } });
+      await gatewayTokens.issue(run.id);
+      const previous = new RunEventLog(dataSource.getRepository(RunEvent));
+      previous.open(run.id);
+      await previous.append(run.id, 'system', { type: 'system', subtype: 'init' }, { stream: 'stdout', offset: 100 });
+      await previous.append(run.id, 'stderr', { line: 'warning: slow network' }, { stream: 'stderr', offset: 22 });
+      await previous.append(run.id, 'assistant', { type: 'assistant' }, { stream: 'stdout', offset: 250 });
+      await previous.close(run.id);
+      return run;
+    }
+
+    it('follows the run from where its recorded events end, the events continuing at the next seq', async () => {
+      claude.resume.mockReturnValue(execution);
+      const run = await runLeftRunning();
+
+      await executor.resume(run, SANDBOX);
+      const events = lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
+      await settle();
+      execution.emit({ ...message('result', { subtype: 'success' }), position: { stream: 'stdout', offset: 400 } });
+      execution.end(SUCCESS);
+      const all = await events;
+
+      expect(claude.resume).toHaveBeenCalledWith(SANDBOX, run.id, { offsets: { stdout: 250, stderr: 22 }, result: undefined, stderrTail: 'warning: slow network' });
+      expect(claude.start).not.toHaveBeenCalled();
+      expect(all.map((event) => [event.seq, event.type])).toEqual([
+        [1, 'system'],
+        [2, 'stderr'],
+        [3, 'assistant'],
+        [4, 'result'],
+        [5, 'done'],
+      ]);
+      expect(await dataSource.getRepository(RunEvent).findOneByOrFail({ runId: run.id, seq: 4 })).toMatchObject({ logStream: 'stdout', logOffset: 400 });
+      expect(await stored(run)).toMatchObject({ status: 'succeeded', sessionId: 'sess-9', exitCode: 0 });
+      await expectTokenRevokedBeforeDone(run);
+    });
+
+    it('hands Claude the result already recorded before the restart', async () => {
+      claude.resume.mockReturnValue(execution);
+      const run = await runLeftRunning();
+      const previous = new RunEventLog(dataSource.getRepository(RunEvent));
+      previous.open(run.id, 4);
+      await previous.append(run.id, 'result', { type: 'result', subtype: 'success', session_id: 'sess-9' }, { stream: 'stdout', offset: 500 });
+      await previous.close(run.id);
+
+      await executor.resume(run, SANDBOX);
+      const events = lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
+      execution.end(SUCCESS);
+
+      expect(typesOf(await events)).toEqual(['system', 'stderr', 'assistant', 'result', 'done']);
+
+      expect(claude.resume).toHaveBeenCalledWith(SANDBOX, run.id, {
+        offsets: { stdout: 500, stderr: 22 },
+        result: { type: 'result', subtype: 'success', session_id: 'sess-9' },
+        stderrTail: 'warning: slow network',
+      });
+    });
+
+    describe('time limit', () => {
+      beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] }));
+
+      it('counts the total time limit from the run’s start, not from the resume', async () => {
+        claude.resume.mockReturnValue(execution);
+        const run = await runLeftRunning({ timeout_seconds: 10 }, new Date(Date.now() - 8_000));
+
+        await executor.resume(run, SANDBOX);
+        const events = lastValueFrom(log.follow(run.id, 0).pipe(toArray()));
+        await jest.advanceTimersByTimeAsync(1_500);
+        execution.emit(message('assistant'));
+        expect(execution.cancel).not.toHaveBeenCalled();
+        await jest.advanceTimersByTimeAsync(600);
+
+        expect(execution.cancel).toHaveBeenCalledTimes(1);
+        const all = await events;
+        expect(await stored(run)).toMatchObject({ status: 'timed_out' });
+        expect(typesOf(all).slice(-2)).toEqual(['error', 'done']);
+      });
+    });
   });
 
   it('fails the run and still ends its stream with done when Claude cannot be started', async () => {

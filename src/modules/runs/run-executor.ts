@@ -28,11 +28,15 @@ interface ActiveRun {
   stopError?: string;
   /** The service stops: the run goes on without it, and the next service follows it again. */
   detaching?: boolean;
+  /** Reading the agent's output waits for the database to write what was read. */
+  paused?: boolean;
   finished: Promise<void>;
 }
 
 /** How long a stopping service waits for the events it has read to be written. */
 const FLUSH_ON_STOP_MS = 3_000;
+/** Events of one run read but not yet written beyond which reading pauses (bounded memory in an outage). */
+const MAX_UNWRITTEN_EVENTS = 1_000;
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 2_000;
 
@@ -85,7 +89,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   async resume(run: Run, sandbox: ClaudeSandbox): Promise<void> {
     this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
     const from = await this.events.resumePoint(run.id);
-    this.follow(run, (entry) => this.watch(run, entry, this.claude.resume(sandbox, run.id, from)));
+    this.follow(run, (entry) => this.watch(run, entry, sandbox, this.claude.resume(sandbox, run.id, from)));
     this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, offsets: from.offsets }, 'run resumed after a restart');
   }
 
@@ -151,29 +155,54 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     const modelGatewayToken = await this.modelGatewayToken(run);
     await this.states.move(run, 'running', { startedAt: new Date() });
     this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, resumed_session_id: run.options.resumed_session_id, model_gateway: Boolean(modelGatewayToken) }, 'run started');
-    await this.watch(run, entry, this.claude.start(sandbox, run.id, claudeOptionsOf(run, modelGatewayToken)));
+    await this.watch(run, entry, sandbox, this.claude.start(sandbox, run.id, claudeOptionsOf(run, modelGatewayToken)));
   }
 
   /** Records the execution's events until it ends, then ends the run; returns early when the service detaches. */
-  private async watch(run: Run, entry: ActiveRun, execution: ClaudeExecution): Promise<void> {
+  private async watch(run: Run, entry: ActiveRun, sandbox: ClaudeSandbox, first: ClaudeExecution): Promise<void> {
+    for (let execution = first; ; execution = await this.followAgain(run, sandbox, entry)) {
+      const result = await this.watchOnce(run, entry, execution);
+      if (result === 'detached') return;
+      if (result !== 'paused') return this.finish(run, outcomeOf(entry, result));
+    }
+  }
+
+  /**
+   * Records one execution's events until it ends. When the events read outrun what the database
+   * writes (an outage), reading pauses: the output waits in the agent's log, not in this process.
+   */
+  private async watchOnce(run: Run, entry: ActiveRun, execution: ClaudeExecution): Promise<ClaudeResult | 'paused' | 'detached'> {
     entry.execution = execution;
     if (entry.stopReason) await execution.cancel();
     const watchdog = new RunWatchdog(this.limitsOf(run), (why) => this.timeOut(run, entry, why));
     const subscription = execution.events$.subscribe((event) => {
       watchdog.activity();
       this.record(run.id, event);
+      if (!entry.paused && this.events.pendingOf(run.id) >= MAX_UNWRITTEN_EVENTS) {
+        entry.paused = true;
+        this.logger.warn({ run_id: run.id, unwritten: MAX_UNWRITTEN_EVENTS }, 'run events are not being written: reading the agent\'s output pauses until they are');
+        void execution.detach();
+      }
     });
-    let result: ClaudeResult;
     try {
-      result = await execution.result;
+      return await execution.result;
     } catch (error) {
-      if (error instanceof ExecutionDetachedError || entry.detaching) return;
+      if (entry.detaching) return 'detached';
+      if (error instanceof ExecutionDetachedError) return entry.paused ? 'paused' : 'detached';
       throw error;
     } finally {
       watchdog.stop();
       subscription.unsubscribe();
     }
-    await this.finish(run, outcomeOf(entry, result));
+  }
+
+  /** Once everything read is written, reading resumes where the written events end. */
+  private async followAgain(run: Run, sandbox: ClaudeSandbox, entry: ActiveRun): Promise<ClaudeExecution> {
+    await this.events.written(run.id);
+    entry.paused = false;
+    const from = await this.persistently(run.id, 'read where the run\'s events end', () => this.events.resumePoint(run.id));
+    this.logger.log({ run_id: run.id, offsets: from.offsets }, 'run events are written again: reading resumes');
+    return this.claude.resume(sandbox, run.id, from);
   }
 
   /** A fresh run token when Claude can go through the model gateway, else undefined (credentials are injected). */
@@ -196,11 +225,10 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
    * a full disk); a refused state move (someone else ended the run) is final, and so is the
    * service stopping (the next start finishes the run from its log).
    */
-  private async persistently(runId: string, what: string, work: () => Promise<unknown>): Promise<void> {
+  private async persistently<T>(runId: string, what: string, work: () => Promise<T>): Promise<T> {
     for (let delay = RETRY_FIRST_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
       try {
-        await work();
-        return;
+        return await work();
       } catch (error) {
         if (error instanceof IllegalRunTransitionError || this.stopping) throw error;
         this.logger.warn({ run_id: runId, err: error }, `could not ${what}; retrying in ${delay} ms`);

@@ -50,12 +50,12 @@ describe('RunsService (real PGlite database)', () => {
   beforeEach(async () => {
     for (const level of ['log', 'warn'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
-    provider = strictMock<SandboxProvider>('provider', ['status', 'volume'], { kind: 'local' });
+    provider = strictMock<SandboxProvider>('provider', ['status', 'volume', 'reattach', 'runningSandboxIds'], { kind: 'local' });
     provider.status.mockResolvedValue({ status: 'running' } as never);
     volumeRoot = await mkdtemp(join(tmpdir(), 'runs-service-volume-'));
     provider.volume.mockReturnValue(new LocalVolumeAccess(volumeRoot));
     const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config, new SandboxActivity(dataSource.getRepository(Sandbox)));
-    executor = strictMock<RunExecutor>('executor', ['start', 'cancel']);
+    executor = strictMock<RunExecutor>('executor', ['start', 'cancel', 'resume']);
     executor.start.mockReturnValue(undefined);
     claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage']);
     claude.isConfigured.mockReturnValue(true);
@@ -158,30 +158,39 @@ describe('RunsService (real PGlite database)', () => {
   });
 
   describe('after a service restart', () => {
-    it('records runs that were active as interrupted, ends their streams with done and revokes their tokens', async () => {
+    it('follows again the runs whose sandbox still runs, keeping their tokens; interrupts the others with done', async () => {
+      const live = await insertSandbox(dataSource);
+      const gone = await insertSandbox(dataSource);
+      provider.reattach.mockImplementation(async (providerSandboxId) => (providerSandboxId === live.providerSandboxId ? { status: 'running' } : { status: 'terminated', exitReason: 'timeout', exitCode: 124 }));
+      provider.runningSandboxIds.mockResolvedValue(undefined);
+      executor.resume.mockResolvedValue(undefined);
       const queued = await insertRunIn(dataSource, sandbox, { status: 'queued' });
-      const other = await insertSandbox(dataSource);
-      const running = await insertRunIn(dataSource, other, { status: 'running', sessionId: 'sess-b' });
-      const ended = await insertRunIn(dataSource, other, { status: 'succeeded' });
+      const resumed = await insertRunIn(dataSource, live, { status: 'running', sessionId: 'sess-a' });
+      const orphaned = await insertRunIn(dataSource, gone, { status: 'running', sessionId: 'sess-b' });
+      const ended = await insertRunIn(dataSource, gone, { status: 'succeeded' });
       const events = dataSource.getRepository(RunEvent);
       await events.insert(Array.from({ length: 7 }, (_, index) => ({ runId: queued.id, seq: index + 1, type: 'output' as const, data: { line: `${index}` } })));
-      const tokenOf = { queued: await gatewayTokens.issue(queued.id), running: await gatewayTokens.issue(running.id) };
+      const tokenOf = { queued: await gatewayTokens.issue(queued.id), resumed: await gatewayTokens.issue(resumed.id), orphaned: await gatewayTokens.issue(orphaned.id) };
 
       await service.onApplicationBootstrap();
 
-      for (const run of [queued, running]) {
-        expect(await stored(run.id)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('restarted'), finishedAt: expect.any(Date) });
-      }
+      expect(executor.resume).toHaveBeenCalledTimes(1);
+      expect(executor.resume).toHaveBeenCalledWith(expect.objectContaining({ id: resumed.id }), { providerSandboxId: live.providerSandboxId, workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' });
+      expect(await stored(resumed.id)).toMatchObject({ status: 'running', finishedAt: null });
+      await expect(gatewayTokens.resolve(tokenOf.resumed)).resolves.toBe(resumed.id);
+      expect(await stored(queued.id)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('before this run started'), finishedAt: expect.any(Date) });
+      expect(await stored(orphaned.id)).toMatchObject({ status: 'interrupted', error: expect.stringContaining('sandbox of this run ended while the service was stopped (timeout)') });
       expect(await stored(ended.id)).toMatchObject({ status: 'succeeded', error: null });
       expect(await events.findBy({ type: 'done' })).toEqual(
         expect.arrayContaining([
           expect.objectContaining({ runId: queued.id, seq: 8, data: expect.objectContaining({ run_id: queued.id, status: 'interrupted' }) }),
-          expect.objectContaining({ runId: running.id, seq: 1, data: expect.objectContaining({ run_id: running.id, status: 'interrupted', session_id: 'sess-b' }) }),
+          expect.objectContaining({ runId: orphaned.id, seq: 1, data: expect.objectContaining({ run_id: orphaned.id, status: 'interrupted', session_id: 'sess-b' }) }),
         ]),
       );
+      expect(await events.countBy({ runId: resumed.id })).toBe(0);
       expect(await events.countBy({ runId: ended.id })).toBe(0);
       await expect(gatewayTokens.resolve(tokenOf.queued)).resolves.toBeNull();
-      await expect(gatewayTokens.resolve(tokenOf.running)).resolves.toBeNull();
+      await expect(gatewayTokens.resolve(tokenOf.orphaned)).resolves.toBeNull();
     });
   });
 

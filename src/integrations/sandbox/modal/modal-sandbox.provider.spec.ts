@@ -473,7 +473,7 @@ describe('ModalSandboxProvider', () => {
       sandbox.poll.mockResolvedValueOnce(null);
       sandbox.exec.mockResolvedValueOnce(fakeProcess());
 
-      await expect(provider.reattach('sb-modal-7', spec())).resolves.toBe(true);
+      await expect(provider.reattach('sb-modal-7', spec())).resolves.toEqual({ status: 'running' });
       await provider.exec('sb-modal-7', { argv: ['true'] });
 
       expect(modal.sandboxes.fromId).toHaveBeenCalledWith('sb-modal-7');
@@ -481,14 +481,14 @@ describe('ModalSandboxProvider', () => {
       expect(provider.volume(ACCOUNT, 'default', 'sb-modal-7')).toBeInstanceOf(ModalVolumeAccess);
     });
 
-    it('reports a finished or unknown sandbox as gone', async () => {
+    it('reports how a finished sandbox ended, and an unknown one as not found', async () => {
       const finished = fakeSandbox('sb-modal-8');
       modal.sandboxes.fromId.mockResolvedValueOnce(finished).mockRejectedValueOnce(new NotFoundError('Sandbox not found'));
       finished.poll.mockResolvedValueOnce(137);
       finished.detach.mockReturnValueOnce(undefined);
 
-      await expect(provider.reattach('sb-modal-8', spec())).resolves.toBe(false);
-      await expect(provider.reattach('sb-modal-9', spec())).resolves.toBe(false);
+      await expect(provider.reattach('sb-modal-8', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'terminated', exitCode: 137 });
+      await expect(provider.reattach('sb-modal-9', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'not_found' });
       expect(finished.detach).toHaveBeenCalled();
     });
 
