@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     report('terminate', terminate);
     report('raw bwrap … true', rawBwrap);
   } finally {
-    await provider.onModuleDestroy();
+    await provider.onApplicationShutdown();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -39,7 +39,7 @@ describe('LocalSandboxProvider on this host', () => {
   afterAll(async () => {
     // Stopping the engine leaves sandboxes running (a restarted service takes them over): end them first.
     for (const id of readdirSync(join(dataDir, 'sandboxes')).filter((name) => /^sbx-[0-9a-f]{12}$/.test(name))) await provider.terminate(id);
-    await provider.onModuleDestroy();
+    await provider.onApplicationShutdown();
     delete process.env.LOCAL_SANDBOX_TEST_MARKER;
     rmSync(dataDir, { recursive: true, force: true });
   });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
-import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { KeyedLock } from '../../../common/keyed-lock';
 import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
@@ -119,7 +119,7 @@ interface PersistedState {
  * is kept prepared (root mounted, launcher waiting) so that creating one costs only its start.
  */
 @Injectable()
-export class LocalSandboxProvider extends SandboxProvider implements OnModuleInit, OnModuleDestroy {
+export class LocalSandboxProvider extends SandboxProvider implements OnModuleInit, OnApplicationShutdown {
   readonly kind = 'local' as const;
   private readonly logger = new Logger(LocalSandboxProvider.name);
   private readonly sandboxes = new Map<string, LocalSandbox>();
@@ -170,8 +170,10 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   /**
    * Leaves every sandbox running (the supervisor keeps them; the next service re-attaches) and
    * releases only what this service holds: prepared sandboxes, its volume mounts, its connection.
+   * At application shutdown, after every module's onModuleDestroy: runs have stopped following
+   * their agents by then, so closing the connection (which ends their followers) ends no run.
    */
-  async onModuleDestroy(): Promise<void> {
+  async onApplicationShutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.livenessTimer);
     for (const sandbox of this.sandboxes.values()) clearTimeout(sandbox.lifetimeTimer);
