@@ -1,5 +1,7 @@
 import { DataSource } from 'typeorm';
 import { Run, RunOptions } from '../modules/runs/run.entity';
+import { AppConfig } from '../config/app-config';
+import { RunEventFeed } from '../modules/runs/run-event-feed';
 
 export interface SandboxRow {
   accountId: string;
@@ -41,4 +43,9 @@ export function insertRunIn(dataSource: DataSource, sandbox: SandboxRow, fields:
   return runs.save(
     runs.create({ sandboxId: sandbox.sandboxId, accountId: sandbox.accountId, createdBy: sandbox.userId, prompt: 'fix the tests', status: 'queued', options: RUN_OPTIONS, ...fields }),
   );
+}
+
+/** The event feed of a single instance on PGlite: signals from this process only. */
+export function singleInstanceFeed(dataSource: DataSource): RunEventFeed {
+  return new RunEventFeed(dataSource, AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-event-feed-spec' }));
 }

@@ -4,6 +4,7 @@ import { insertRun, openTestDatabase } from '../../testing/pglite-database';
 import { strictMock } from '../../testing/strict-mock';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
+import { singleInstanceFeed } from '../../testing/run-fixtures';
 
 const RUN = 'run-1';
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -36,7 +37,7 @@ describe('RunEventLog', () => {
       return {} as InsertResult;
     });
     repository.find.mockImplementation(async (options) => rowsAfter(options!));
-    log = new RunEventLog(repository);
+    log = new RunEventLog(repository, singleInstanceFeed(strictMock<DataSource>('dataSource', [])));
     log.open(RUN);
   });
 
@@ -165,7 +166,7 @@ describe('RunEventLog (real PGlite database)', () => {
     jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     repository = dataSource.getRepository(RunEvent);
     insert = jest.spyOn(repository, 'insert');
-    log = new RunEventLog(repository);
+    log = new RunEventLog(repository, singleInstanceFeed(dataSource));
     runId = await insertRun(dataSource);
     log.open(runId);
   });

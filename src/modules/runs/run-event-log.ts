@@ -7,8 +7,12 @@ import type { ResumePoint } from '../../integrations/claude/claude.agent';
 import type { LogPosition } from '../../integrations/claude/claude.events';
 import type { LogOffsets } from '../../integrations/claude/claude-run-log';
 import { RunEvent, RunEventType } from './run-event.entity';
+import { RunEventFeed } from './run-event-feed';
 
 const STDERR_TAIL_LINES = 20;
+/** A follower of a run written elsewhere reads its rows again this often even without a notification. */
+const SAFETY_POLL_MS = 2_000;
+const READ_BATCH = 1_000;
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 2_000;
 const UNIQUE_VIOLATION = '23505';
@@ -42,7 +46,10 @@ export class RunEventLog {
 
   private readonly logger = new Logger(RunEventLog.name);
 
-  constructor(@InjectRepository(RunEvent) private readonly events: Repository<RunEvent>) {}
+  constructor(
+    @InjectRepository(RunEvent) private readonly events: Repository<RunEvent>,
+    private readonly feed: RunEventFeed,
+  ) {}
 
   /** Starts the in-memory channel of a run that is about to produce events. */
   open(runId: string, nextSeq = 1): void {
@@ -64,6 +71,7 @@ export class RunEventLog {
       .then(async () => {
         await this.insertUntilWritten(row, state);
         this.live.get(runId)?.next(event);
+        this.feed.signal(runId);
       })
       .finally(() => state.pending--);
     // One failed insert must not poison every later event of the run (and its final `done`).
@@ -149,7 +157,7 @@ export class RunEventLog {
   follow(runId: string, afterSeq: number): Observable<StoredEvent> {
     return defer(() => {
       const channel = this.live.get(runId);
-      if (!channel) return this.stored(runId, afterSeq);
+      if (!channel) return this.followThroughDatabase(runId, afterSeq);
       const buffered = new ReplaySubject<StoredEvent>();
       const subscription = channel.subscribe(buffered);
       let lastSeq = afterSeq;
@@ -171,6 +179,50 @@ export class RunEventLog {
           }),
       );
     });
+  }
+
+  /**
+   * A run this instance does not write (another instance runs it, or it has ended): its rows after
+   * `afterSeq`, read again whenever the feed says it has new ones (and every few seconds, should a
+   * notification be lost), in seq order with no gap, until `done`; ends when the service stops.
+   */
+  private followThroughDatabase(runId: string, afterSeq: number): Observable<StoredEvent> {
+    return new Observable<StoredEvent>((subscriber) => {
+      let lastSeq = afterSeq;
+      let reading = false;
+      let readAgain = false;
+      const read = async (): Promise<void> => {
+        if (reading) return void (readAgain = true);
+        reading = true;
+        try {
+          do {
+            readAgain = false;
+            for (const event of await this.rowsAfter(runId, lastSeq)) {
+              if (event.seq !== lastSeq + 1 || subscriber.closed) break; // a later read fills a gap
+              lastSeq = event.seq;
+              subscriber.next(event);
+              if (event.type === 'done') return subscriber.complete();
+            }
+          } while (readAgain && !subscriber.closed);
+        } catch (error) {
+          this.logger.warn({ run_id: runId, err: error }, 'could not read run events; reading again at the next change');
+        } finally {
+          reading = false;
+        }
+      };
+      const changes = this.feed.changes(runId).subscribe({ next: () => void read(), complete: () => subscriber.complete() });
+      const poll = setInterval(() => void read(), SAFETY_POLL_MS);
+      void read();
+      return () => {
+        changes.unsubscribe();
+        clearInterval(poll);
+      };
+    });
+  }
+
+  private async rowsAfter(runId: string, afterSeq: number): Promise<StoredEvent[]> {
+    const rows = await this.events.find({ where: { runId, seq: MoreThan(afterSeq) }, order: { seq: 'ASC' }, take: READ_BATCH });
+    return rows.map((row) => ({ seq: row.seq, type: row.type, data: row.data }));
   }
 
   private stored(runId: string, afterSeq: number): Observable<StoredEvent> {

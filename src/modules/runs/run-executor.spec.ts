@@ -17,6 +17,7 @@ import { RunEventLog, StoredEvent } from './run-event-log';
 import { RunExecutor } from './run-executor';
 import { Run, RunOptions } from './run.entity';
 import { RunStateStore } from './run-state.store';
+import { singleInstanceFeed } from '../../testing/run-fixtures';
 
 /** Claude as the executor sees it: the test emits its events and decides how it ends. */
 class FakeClaudeExecution implements ClaudeExecution {
@@ -85,7 +86,7 @@ describe('RunExecutor (real PGlite database)', () => {
       revokedAfterDone.push((await dataSource.getRepository(RunEvent).countBy({ runId, type: 'done' })) > 0);
       return revoke(runId);
     });
-    log = new RunEventLog(dataSource.getRepository(RunEvent));
+    log = new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource));
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' });
     activity = new SandboxActivity(dataSource.getRepository(Sandbox));
     executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens, activity);
@@ -443,7 +444,7 @@ describe('RunExecutor (real PGlite database)', () => {
     async function runLeftRunning(options: Partial<RunOptions> = {}, startedAt = new Date(Date.now() - 60_000)): Promise<Run> {
       const run = await insertRunIn(dataSource, await insertSandbox(dataSource), { status: 'running', startedAt, options: { ...RUN_OPTIONS, ...options } });
       await gatewayTokens.issue(run.id);
-      const previous = new RunEventLog(dataSource.getRepository(RunEvent));
+      const previous = new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource));
       previous.open(run.id);
       await previous.append(run.id, 'system', { type: 'system', subtype: 'init' }, { stream: 'stdout', offset: 100 });
       await previous.append(run.id, 'stderr', { line: 'warning: slow network' }, { stream: 'stderr', offset: 22 });
@@ -480,7 +481,7 @@ describe('RunExecutor (real PGlite database)', () => {
     it('hands Claude the result already recorded before the restart', async () => {
       claude.resume.mockReturnValue(execution);
       const run = await runLeftRunning();
-      const previous = new RunEventLog(dataSource.getRepository(RunEvent));
+      const previous = new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource));
       previous.open(run.id, 4);
       await previous.append(run.id, 'result', { type: 'result', subtype: 'success', session_id: 'sess-9' }, { stream: 'stdout', offset: 500 });
       await previous.close(run.id);

@@ -4,6 +4,7 @@ import { IntegrationsModule } from '../../integrations/integrations.module';
 import { SandboxesModule } from '../sandboxes/sandboxes.module';
 import { Run } from './run.entity';
 import { RunEvent } from './run-event.entity';
+import { RunEventFeed } from './run-event-feed';
 import { RunEventLog } from './run-event-log';
 import { RunExecutor } from './run-executor';
 import { RunStateStore } from './run-state.store';
@@ -15,6 +16,6 @@ import { WorkspaceConversations } from './workspace-conversations';
 @Module({
   imports: [TypeOrmModule.forFeature([Run, RunEvent]), IntegrationsModule, SandboxesModule, RunTokensModule],
   controllers: [RunsController],
-  providers: [RunsService, RunExecutor, RunEventLog, RunStateStore, WorkspaceConversations],
+  providers: [RunsService, RunExecutor, RunEventLog, RunEventFeed, RunStateStore, WorkspaceConversations],
 })
 export class RunsModule {}

@@ -29,6 +29,7 @@ import { RunStateStore } from './run-state.store';
 import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from './runs.errors';
 import { RunsService } from './runs.service';
 import { WorkspaceConversations } from './workspace-conversations';
+import { singleInstanceFeed } from '../../testing/run-fixtures';
 
 describe('RunsService (real PGlite database)', () => {
   let database: Awaited<ReturnType<typeof openTestDatabase>>;
@@ -62,7 +63,7 @@ describe('RunsService (real PGlite database)', () => {
     gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
     const runs = dataSource.getRepository(Run);
     const conversations = new WorkspaceConversations(runs, sandboxes);
-    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent)), claude, config, gatewayTokens, conversations);
+    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource)), claude, config, gatewayTokens, conversations);
     sandbox = await insertSandbox(dataSource, { volumeName: 'project-a' });
   });
   afterEach(async () => {

@@ -332,8 +332,13 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.startProcess(sandbox, request.argv, env, workdir, request.timeoutSeconds);
   }
 
+  /** Also for a sandbox another instance on this host runs (they share the supervisor): it runs while its init does. */
   async status(providerSandboxId: string): Promise<SandboxState> {
-    return this.sandboxes.get(providerSandboxId)?.state ?? { status: 'terminated', exitReason: 'unknown_to_this_service' };
+    const known = this.sandboxes.get(providerSandboxId);
+    if (known) return known.state;
+    const persisted = SANDBOX_ID.test(providerSandboxId) ? await readPersistedState(new SandboxDirs(this.sandboxDir(providerSandboxId)).stateFile) : null;
+    if (persisted && (await isSandboxInit(persisted.initPid, providerSandboxId))) return { status: 'running' };
+    return { status: 'terminated', exitReason: 'unknown_to_this_service' };
   }
 
   async terminate(providerSandboxId: string): Promise<void> {
