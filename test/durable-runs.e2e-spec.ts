@@ -141,6 +141,8 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
     fake.script([{ content: [{ type: 'text', text: 'Finished while nobody watched.' }] }]);
     const runId = (await admin.post(`/api/sandboxes/${sandboxId}/runs`, { prompt: 'Finish alone' })).body.data.run_id;
     const before = await readSse(eventsUrl(sandboxId, runId), { token, until: (event) => event.event === 'assistant' });
+    // The model's answer is complete (its response through the gateway, which stops with the service, has ended); the hook runs.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
     await stop('SIGKILL');
     await new Promise((resolve) => setTimeout(resolve, 8_000));
     await start();

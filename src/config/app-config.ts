@@ -43,6 +43,7 @@ export class AppConfig {
     credentials: Record<string, string>;
     model?: string;
     idleTimeoutSeconds: number;
+    leaseSeconds: number;
     defaultTimeoutSeconds: number;
     maxPromptChars: number;
     sseHeartbeatSeconds: number;
@@ -115,6 +116,7 @@ export class AppConfig {
       }),
       model: env.ANTHROPIC_MODEL,
       idleTimeoutSeconds: env.RUN_IDLE_TIMEOUT_SECONDS,
+      leaseSeconds: env.RUN_LEASE_SECONDS,
       defaultTimeoutSeconds: env.RUN_DEFAULT_TIMEOUT_SECONDS,
       maxPromptChars: env.RUN_MAX_PROMPT_CHARS,
       sseHeartbeatSeconds: env.SSE_HEARTBEAT_SECONDS,

@@ -145,6 +145,10 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(toInt) @IsInt() @Min(5)
   RUN_IDLE_TIMEOUT_SECONDS: number = 600;
 
+  /** How long an instance owns its active runs without renewing; another instance takes over a run whose lease ran out. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(3) @Max(600)
+  RUN_LEASE_SECONDS: number = 15;
+
   @IsOptional() @Transform(toInt) @IsInt() @Min(5)
   RUN_DEFAULT_TIMEOUT_SECONDS: number = 3600;
 

@@ -87,8 +87,8 @@ class FakeAgent {
     this.exit(137);
   }
 
+  /** followArgv: waits for the agent to start (its pid file), then prints its log from the offset. */
   follow(stream: 'stdout' | 'stderr', offset: number): FakeProcess {
-    if (!this.started) return FakeProcess.exited(127, 'no such run\n');
     const process = new FakeProcess();
     this.followers.push({ stream, offset, process });
     const rest = this.logs[stream].subarray(offset);
@@ -367,18 +367,17 @@ describe('ClaudeCliAgent', () => {
 
     await expect(execution.result).rejects.toThrow('prov-1 is no longer running');
     await expect(events).resolves.toEqual([]);
-    expect(execsOf('stdout')).toEqual([]);
+    expect(agent.followers.filter((follower) => !follower.process.exited)).toEqual([]);
   });
 
-  it('rejects the result with the starter’s error output when it exits non-zero, and follows nothing', async () => {
+  it('rejects the result with the starter’s error output when it exits non-zero, and leaves no follower running', async () => {
     starter = () => Promise.resolve(FakeProcess.exited(125, 'run already started\n'));
     const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
     const events = lastValueFrom(execution.events$.pipe(toArray()));
 
     await expect(execution.result).rejects.toThrow('Claude could not be started in the sandbox (exit code 125): run already started');
     await expect(events).resolves.toEqual([]);
-    expect(execsOf('stdout')).toEqual([]);
-    expect(execsOf('stderr')).toEqual([]);
+    expect(agent.followers.filter((follower) => !follower.process.exited)).toEqual([]);
   });
 
   describe('resume', () => {
@@ -456,7 +455,7 @@ describe('ClaudeCliAgent', () => {
       expect(agent.exitCode).toBeNull();
     });
 
-    it('follows nothing when detached while Claude is starting, and leaves it running', async () => {
+    it('stops following when detached while Claude is starting, and leaves it running', async () => {
       let startProcess!: () => void;
       starter = () => new Promise((resolve) => (startProcess = () => resolve(startAgent())));
       const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
@@ -465,7 +464,7 @@ describe('ClaudeCliAgent', () => {
       startProcess();
 
       await expect(execution.result).rejects.toBeInstanceOf(ExecutionDetachedError);
-      expect(agent.followers).toEqual([]);
+      expect(agent.followers.filter((follower) => !follower.process.exited)).toEqual([]);
       expect(execsOf('kill')).toEqual([]);
       expect(agent.started).toBe(true);
     });

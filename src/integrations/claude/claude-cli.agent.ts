@@ -4,7 +4,7 @@ import { SandboxProvider } from '../sandbox/sandbox-provider';
 import { ClaudeAgent, ClaudeExecution, ClaudeRunOptions, ClaudeSandbox, ResumePoint, START_OF_RUN } from './claude.agent';
 import { hasModelCredentials, MISSING_CREDENTIALS_MESSAGE, servedByModelGateway } from './claude.credentials';
 import { ClaudeCliExecution, type SandboxExec } from './claude-cli.execution';
-import { runLogDir, startArgv } from './claude-run-log';
+import { killArgv, runLogDir, startArgv } from './claude-run-log';
 import type { SandboxProcess } from '../sandbox/sandbox-provider';
 import { claudeCliInvocation } from './claude-cli.invocation';
 
@@ -51,6 +51,13 @@ export class ClaudeCliAgent extends ClaudeAgent {
 
   resume(sandbox: ClaudeSandbox, runId: string, from: ResumePoint): ClaudeExecution {
     return new ClaudeCliExecution(this.execIn(sandbox), runLogDir(runId), Promise.resolve(), from);
+  }
+
+  async kill(sandbox: ClaudeSandbox, runId: string): Promise<void> {
+    const killer = await this.execIn(sandbox)({ argv: killArgv(runLogDir(runId)) });
+    killer.stdout.resume();
+    killer.stderr.resume();
+    await killer.wait();
   }
 
   private execIn(sandbox: ClaudeSandbox): SandboxExec {

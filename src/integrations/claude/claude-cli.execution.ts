@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { Subject } from 'rxjs';
-import type { ExecRequest, SandboxProcess } from '../sandbox/sandbox-provider';
+import type { ExecExit, ExecRequest, SandboxProcess } from '../sandbox/sandbox-provider';
 import type { ClaudeExecution, ClaudeResult, ResumePoint } from './claude.agent';
 import { ClaudeEvent, ExecutionDetachedError, isClaudeMessageType } from './claude.events';
 import { followArgv, killArgv, type LogStream } from './claude-run-log';
@@ -35,6 +35,7 @@ export class ClaudeCliExecution implements ClaudeExecution {
   private readonly followers: SandboxProcess[] = [];
   private cancelled = false;
   private detached = false;
+  private startFailed = false;
 
   /** `started` settles once the agent runs (already, when resuming after a restart). */
   constructor(
@@ -64,26 +65,46 @@ export class ClaudeCliExecution implements ClaudeExecution {
   }
 
   private async follow(started: Promise<unknown>): Promise<ClaudeResult> {
-    await started;
-    if (this.cancelled) await this.killAgent();
     if (this.detached) throw new ExecutionDetachedError();
-    const [stdout, stderr] = await Promise.all([this.follower('stdout'), this.follower('stderr')]);
-    if (this.detached) await Promise.all([stdout.kill(), stderr.kill()]);
-    const [exit, message, stderrTail] = await Promise.all([stdout.wait(), this.readStdout(stdout.stdout), this.readStderr(stderr.stdout), stderr.wait()]);
+    // The followers start beside the starter (they wait for the agent's pid): one exec less before the first event.
+    const following = this.followBoth();
+    try {
+      await started;
+    } catch (error) {
+      this.startFailed = true;
+      await Promise.all(this.followers.map((follower) => follower.kill()));
+      await following.catch(() => undefined);
+      throw error;
+    }
+    if (this.cancelled) await this.killAgent();
+    const [exit, message, stderrTail] = await following;
     if (this.detached) throw new ExecutionDetachedError();
     return resultOf(exit.exitCode, message ?? (this.from.result as ResultMessage | undefined), stderrTail);
+  }
+
+  /**
+   * Each follower is read from the moment it exists: one that ends at once (the agent ended while
+   * nobody followed it) would otherwise have its output drained, unread, while the other starts.
+   */
+  private async followBoth(): Promise<[ExecExit, ResultMessage | undefined, string]> {
+    const [[exit, message], [, stderrTail]] = await Promise.all([
+      this.follower('stdout').then((follower) => Promise.all([follower.wait(), this.readStdout(follower.stdout)])),
+      this.follower('stderr').then((follower) => Promise.all([follower.wait(), this.readStderr(follower.stdout)])),
+    ]);
+    return [exit, message, stderrTail];
   }
 
   private async follower(stream: LogStream): Promise<SandboxProcess> {
     const follower = await this.exec({ argv: followArgv(this.dir, stream, this.from.offsets[stream]) });
     drain(follower.stderr);
     this.followers.push(follower);
+    if (this.detached || this.startFailed) void follower.kill();
     return follower;
   }
 
   private async readStdout(stream: Readable): Promise<ResultMessage | undefined> {
     let result: ResultMessage | undefined;
-    for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stdout, isComplete: () => !this.detached })) {
+    for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stdout, isComplete: () => !this.detached && !this.startFailed })) {
       if (line.kind === 'json' && line.type === 'result') result = line.payload as ResultMessage;
       this.events.next(stdoutEvent(line));
     }

@@ -188,9 +188,9 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
       for (const finished of [rest, insideChar, nothingLeft, stderr]) expect(finished.ms).toBeLessThan(2_000);
     }, 30_000);
 
-    it('exits 127 for a run that was never started', async () => {
-      await expect(exec(followArgv(dir, 'stdout', 0)).done).resolves.toMatchObject({ code: 127, stdout: '', stderr: 'no such run\n' });
-    });
+    it('waits for a run to start, and gives up after 10 s (exit 126) when it never does', async () => {
+      await expect(exec(followArgv(dir, 'stdout', 0)).done).resolves.toMatchObject({ code: 126, stdout: '', stderr: 'the run did not start\n' });
+    }, 30_000);
   });
 
   describe('killArgv', () => {

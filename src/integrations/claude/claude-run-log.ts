@@ -58,9 +58,10 @@ export function startArgv(dir: string, command: string[]): string[] {
 export function followArgv(dir: string, stream: LogStream, offset: number): string[] {
   const script = [
     'd=$1; f=$d/$2; from=$(($3 + 1))',
-    '[ -e "$d/started" ] || { echo "no such run" >&2; exit 127; }',
+    // May start before the starter has made the run's directory: it waits for the agent's pid.
     UNTIL_PID_FILE,
-    'if [ -e "$d/exit" ]; then tail -c "+$from" "$f"; else tail -c "+$from" -s 0.1 --pid="$(cat "$d/pid")" -f "$f"; fi',
+    // -s: how often tail checks that the agent still runs (and polls a file it cannot watch through inotify).
+    'if [ -e "$d/exit" ]; then tail -c "+$from" "$f"; else tail -c "+$from" -s 0.02 --pid="$(cat "$d/pid")" -f "$f"; fi',
     '[ "$2" = stdout ] || exit 0',
     '[ -s "$d/exit" ] || exit 137',
     'exit "$(cat "$d/exit")"',

@@ -77,4 +77,6 @@ export abstract class ClaudeAgent {
   abstract start(sandbox: ClaudeSandbox, runId: string, options: ClaudeRunOptions): ClaudeExecution;
   /** Follows a run started earlier (by a service that has since restarted) from where its output was read. */
   abstract resume(sandbox: ClaudeSandbox, runId: string, from: ResumePoint): ClaudeExecution;
+  /** Kills the run's agent, wherever it is followed from (a cancel that reached another instance). */
+  abstract kill(sandbox: ClaudeSandbox, runId: string): Promise<void>;
 }

@@ -18,6 +18,8 @@ import { RunExecutor } from './run-executor';
 import { Run, RunOptions } from './run.entity';
 import { RunStateStore } from './run-state.store';
 import { singleInstanceFeed } from '../../testing/run-fixtures';
+import { InstanceIdentity } from '../../common/instance-identity';
+import { RunLeases } from './run-leases';
 
 /** Claude as the executor sees it: the test emits its events and decides how it ends. */
 class FakeClaudeExecution implements ClaudeExecution {
@@ -89,7 +91,7 @@ describe('RunExecutor (real PGlite database)', () => {
     log = new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource));
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/run-executor-spec', RUN_IDLE_TIMEOUT_SECONDS: '5' });
     activity = new SandboxActivity(dataSource.getRepository(Sandbox));
-    executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens, activity);
+    executor = new RunExecutor(new RunStateStore(dataSource.getRepository(Run)), log, claude, config, gatewayTokens, activity, new RunLeases(dataSource.getRepository(Run), config, new InstanceIdentity(config)));
   });
   afterEach(() => {
     jest.useRealTimers();

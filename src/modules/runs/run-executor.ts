@@ -9,6 +9,7 @@ import { RunEventType } from './run-event.entity';
 import { RunEventLog } from './run-event-log';
 import { Run } from './run.entity';
 import { IllegalRunTransitionError, RunStatus } from './run-state';
+import { RunLeases } from './run-leases';
 import { RunStateStore } from './run-state.store';
 import { RunWatchdog } from './run-watchdog';
 
@@ -30,6 +31,8 @@ interface ActiveRun {
   detaching?: boolean;
   /** Reading the agent's output waits for the database to write what was read. */
   paused?: boolean;
+  /** Its end is being recorded: a lost lease no longer matters. */
+  finishing?: boolean;
   finished: Promise<void>;
 }
 
@@ -52,6 +55,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RunExecutor.name);
   private readonly active = new Map<string, ActiveRun>();
   private stopping = false;
+  private renewTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly states: RunStateStore,
@@ -60,8 +64,36 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
     private readonly activity: SandboxActivity,
+    private readonly leases: RunLeases,
   ) {
     activity.onEnding((sandboxId, reason) => this.stopRunsIn(sandboxId, reason));
+  }
+
+  /** Whether this instance follows the run now. */
+  isFollowing(runId: string): boolean {
+    return this.active.has(runId);
+  }
+
+  /** Renews the leases of the runs this instance follows; stops following those another instance took over. */
+  private async renewLeases(): Promise<void> {
+    const following = [...this.active.entries()].filter(([, entry]) => !entry.detaching);
+    let lost: string[];
+    try {
+      lost = await this.leases.renew(following.map(([runId]) => runId));
+    } catch (error) {
+      return this.logger.warn({ err: error }, 'could not renew the leases of active runs');
+    }
+    for (const runId of lost) {
+      const entry = this.active.get(runId);
+      if (!entry || entry.detaching || entry.finishing) continue;
+      entry.detaching = true;
+      this.logger.warn({ run_id: runId }, 'another instance took this run over: no longer following it');
+      void entry.execution?.detach().catch(() => undefined);
+    }
+  }
+
+  private startRenewingLeases(): void {
+    this.renewTimer ??= setInterval(() => void this.renewLeases(), (this.leases.ttlSeconds * 1000) / 3).unref();
   }
 
   /** Says once, at start-up, when runs cannot go through the model gateway and what that exposes. */
@@ -94,6 +126,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   private follow(run: Run, work: (entry: ActiveRun) => Promise<void>): void {
+    this.startRenewingLeases();
     const endActivity = this.activity.begin(run.sandboxId);
     const entry: ActiveRun = { sandboxId: run.sandboxId, finished: Promise.resolve() };
     this.active.set(run.id, entry);
@@ -139,6 +172,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
    */
   async onModuleDestroy(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.renewTimer);
     const active = [...this.active.entries()];
     for (const [, entry] of active) entry.detaching = true;
     await Promise.all(active.map(([, entry]) => entry.execution?.detach().catch(() => undefined)));
@@ -148,12 +182,16 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
       for (const [runId] of active) this.events.abandon(runId);
       await flushed;
     }
-    if (active.length > 0) this.logger.log({ run_ids: active.map(([runId]) => runId) }, 'runs left running for the next start of the service');
+    if (active.length === 0) return;
+    // Another instance (or this one, started again) takes them over at once.
+    await this.leases.release(active.map(([runId]) => runId)).catch((error: unknown) => this.logger.warn({ err: error }, 'could not release the leases of active runs'));
+    this.logger.log({ run_ids: active.map(([runId]) => runId) }, 'runs left running for the next start of the service');
   }
 
   private async execute(run: Run, sandbox: ClaudeSandbox, entry: ActiveRun): Promise<void> {
     const modelGatewayToken = await this.modelGatewayToken(run);
-    await this.states.move(run, 'running', { startedAt: new Date() });
+    // Owned from the moment it runs: no other instance may take it for an unfollowed one.
+    await this.states.move(run, 'running', { startedAt: new Date(), ...this.leases.newLease() });
     this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, resumed_session_id: run.options.resumed_session_id, model_gateway: Boolean(modelGatewayToken) }, 'run started');
     await this.watch(run, entry, sandbox, this.claude.start(sandbox, run.id, claudeOptionsOf(run, modelGatewayToken)));
   }
@@ -163,7 +201,11 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     for (let execution = first; ; execution = await this.followAgain(run, sandbox, entry)) {
       const result = await this.watchOnce(run, entry, execution);
       if (result === 'detached') return;
-      if (result !== 'paused') return this.finish(run, outcomeOf(entry, result));
+      if (result === 'paused') continue;
+      entry.finishing = true;
+      // A cancel that reached another instance killed the agent and said so here, in the run's row.
+      if (!entry.stopReason && (await this.leases.cancelRequested(run.id).catch(() => false))) entry.stopReason = 'cancelled';
+      return this.finish(run, outcomeOf(entry, result));
     }
   }
 

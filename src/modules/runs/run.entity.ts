@@ -18,6 +18,7 @@ export interface RunOptions {
 @Index('ix_run_sandbox_id_created_at', ['sandboxId', 'createdAt'])
 @Index('ix_run_account_id_created_at', ['accountId', 'createdAt'])
 // At most one active run per sandbox, enforced by the database so concurrent requests cannot race.
+@Index('ix_run_lease_expires_at_active', ['leaseExpiresAt'], { where: `"status" = 'running'` })
 @Index('uq_run_active_per_sandbox', ['sandboxId'], { unique: true, where: `"status" IN (${sqlStatusList(ACTIVE_RUN_STATUSES)})` })
 export class Run {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_run' })
@@ -74,4 +75,16 @@ export class Run {
 
   @Column({ type: 'text', nullable: true })
   error: string | null;
+
+  /** The instance that follows the active run (see RunLeases); null before it starts and after it ends. */
+  @Column({ type: 'varchar', length: 128, nullable: true })
+  ownerId: string | null;
+
+  /** Until when the owner's lease runs; past it, any instance takes the run over. */
+  @Column({ type: 'timestamptz', nullable: true })
+  leaseExpiresAt: Date | null;
+
+  /** Set by a cancel that reached an instance other than the owner: the owner records the end as cancelled. */
+  @Column({ type: 'timestamptz', nullable: true })
+  cancelRequestedAt: Date | null;
 }

@@ -30,6 +30,8 @@ import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from
 import { RunsService } from './runs.service';
 import { WorkspaceConversations } from './workspace-conversations';
 import { singleInstanceFeed } from '../../testing/run-fixtures';
+import { InstanceIdentity } from '../../common/instance-identity';
+import { RunLeases } from './run-leases';
 
 describe('RunsService (real PGlite database)', () => {
   let database: Awaited<ReturnType<typeof openTestDatabase>>;
@@ -53,17 +55,20 @@ describe('RunsService (real PGlite database)', () => {
     const config = AppConfig.fromEnvironment({ DATA_DIR: '/tmp/runs-service-spec', RUN_MAX_PROMPT_CHARS: '20', RUN_DEFAULT_TIMEOUT_SECONDS: '900' });
     provider = strictMock<SandboxProvider>('provider', ['status', 'volume', 'reattach', 'runningSandboxIds'], { kind: 'local' });
     provider.status.mockResolvedValue({ status: 'running' } as never);
+    // Sandboxes stored by the tests were made by "another instance": this one attaches to them on first use.
+    provider.reattach.mockResolvedValue({ status: 'running' });
     volumeRoot = await mkdtemp(join(tmpdir(), 'runs-service-volume-'));
     provider.volume.mockReturnValue(new LocalVolumeAccess(volumeRoot));
     const sandboxes = new SandboxesService(dataSource.getRepository(Sandbox), provider, new SecretsStore(config), new SnapshotsService(new SnapshotEngine(strictMock<ObjectStore>('objectStore', [])), config), config, new SandboxActivity(dataSource.getRepository(Sandbox)));
-    executor = strictMock<RunExecutor>('executor', ['start', 'cancel', 'resume']);
+    executor = strictMock<RunExecutor>('executor', ['start', 'cancel', 'resume', 'isFollowing']);
+    executor.isFollowing.mockReturnValue(false);
     executor.start.mockReturnValue(undefined);
     claude = strictMock<ClaudeAgent>('claude', ['isConfigured', 'missingCredentialsMessage']);
     claude.isConfigured.mockReturnValue(true);
     gatewayTokens = new ModelGatewayTokens(dataSource.getRepository(ModelGatewayToken));
     const runs = dataSource.getRepository(Run);
     const conversations = new WorkspaceConversations(runs, sandboxes);
-    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource)), claude, config, gatewayTokens, conversations);
+    service = new RunsService(runs, new RunStateStore(runs), sandboxes, executor, new RunEventLog(dataSource.getRepository(RunEvent), singleInstanceFeed(dataSource)), claude, config, gatewayTokens, conversations, new RunLeases(runs, config, new InstanceIdentity(config)));
     sandbox = await insertSandbox(dataSource, { volumeName: 'project-a' });
   });
   afterEach(async () => {
@@ -166,6 +171,9 @@ describe('RunsService (real PGlite database)', () => {
       provider.runningSandboxIds.mockResolvedValue(undefined);
       executor.resume.mockResolvedValue(undefined);
       const queued = await insertRunIn(dataSource, sandbox, { status: 'queued' });
+      // Queued long ago: its instance stopped before starting it (a fresh one may be starting right now elsewhere).
+      await dataSource.getRepository(Run).update({ id: queued.id }, { createdAt: new Date(Date.now() - 120_000) });
+      const starting = await insertRunIn(dataSource, await insertSandbox(dataSource), { status: 'queued' });
       const resumed = await insertRunIn(dataSource, live, { status: 'running', sessionId: 'sess-a' });
       const orphaned = await insertRunIn(dataSource, gone, { status: 'running', sessionId: 'sess-b' });
       const ended = await insertRunIn(dataSource, gone, { status: 'succeeded' });
@@ -174,7 +182,9 @@ describe('RunsService (real PGlite database)', () => {
       const tokenOf = { queued: await gatewayTokens.issue(queued.id), resumed: await gatewayTokens.issue(resumed.id), orphaned: await gatewayTokens.issue(orphaned.id) };
 
       await service.onApplicationBootstrap();
+      service.onModuleDestroy();
 
+      expect(await stored(starting.id)).toMatchObject({ status: 'queued' });
       expect(executor.resume).toHaveBeenCalledTimes(1);
       expect(executor.resume).toHaveBeenCalledWith(expect.objectContaining({ id: resumed.id }), { providerSandboxId: live.providerSandboxId, workdir: '/mnt/workspace/app', volumeMountPath: '/mnt/workspace' });
       expect(await stored(resumed.id)).toMatchObject({ status: 'running', finishedAt: null });

@@ -1,6 +1,7 @@
-import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { In, Repository } from 'typeorm';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { In, LessThan, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { InvalidInputError } from '../../common/domain-error';
 import { ClaudeAgent } from '../../integrations/claude/claude.agent';
@@ -9,6 +10,7 @@ import { SandboxesService } from '../sandboxes/sandboxes.service';
 import { CreateRunDto } from './run.dto';
 import { Run } from './run.entity';
 import { ACTIVE_RUN_STATUSES, IllegalRunTransitionError, isActiveRunStatus } from './run-state';
+import { RunLeases } from './run-leases';
 import { RunStateStore } from './run-state.store';
 import { RunEventLog } from './run-event-log';
 import { doneEventOf, RunExecutor } from './run-executor';
@@ -17,9 +19,13 @@ import { ModelNotConfiguredError, RunAlreadyActiveError, RunNotFoundError } from
 import { WorkspaceConversations } from './workspace-conversations';
 
 const UNIQUE_VIOLATION = '23505';
+/** A run stays queued for milliseconds while its instance starts it; older ones were left by an instance that stopped. */
+const QUEUED_GRACE_MS = 60_000;
+const REMOTE_CANCEL_WAIT_MS = 15_000;
+const REMOTE_CANCEL_POLL_MS = 200;
 
 @Injectable()
-export class RunsService implements OnApplicationBootstrap {
+export class RunsService implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RunsService.name);
 
   constructor(
@@ -32,7 +38,10 @@ export class RunsService implements OnApplicationBootstrap {
     private readonly config: AppConfig,
     private readonly gatewayTokens: ModelGatewayTokens,
     private readonly conversations: WorkspaceConversations,
+    private readonly leases: RunLeases,
   ) {}
+
+  private takeOverTimer?: NodeJS.Timeout;
 
   /**
    * Runs that were running when the service stopped went on in their sandboxes: they are followed
@@ -41,16 +50,44 @@ export class RunsService implements OnApplicationBootstrap {
    */
   async onApplicationBootstrap(): Promise<void> {
     await this.sandboxes.reconcileAfterRestart();
-    const active = await this.runs.findBy({ status: In([...ACTIVE_RUN_STATUSES]) });
-    for (const run of active) await this.resumeOrInterrupt(run);
+    for (const run of await this.runs.find({ where: { status: 'queued', createdAt: LessThan(new Date(Date.now() - QUEUED_GRACE_MS)) } })) {
+      await this.interruptOrphan(run, 'The service restarted before this run started');
+    }
+    await this.takeOverUnfollowedRuns();
     await this.gatewayTokens.revokeEndedRuns();
+    this.takeOverTimer = setInterval(() => void this.takeOverUnfollowedRuns(), (this.leases.ttlSeconds * 1000) / 3).unref();
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.takeOverTimer);
+  }
+
+  /**
+   * Running runs that no instance follows — their owner stopped or died (lease run out), or it was
+   * this instance before a restart — are taken over: followed again from their recorded events.
+   */
+  private async takeOverUnfollowedRuns(): Promise<void> {
+    let unfollowed: Run[];
+    try {
+      unfollowed = await this.leases.unfollowed();
+    } catch (error) {
+      return this.logger.warn({ err: error }, 'could not look for runs to take over');
+    }
+    for (const run of unfollowed) {
+      if (this.executor.isFollowing(run.id)) continue;
+      try {
+        if (await this.leases.acquire(run.id)) await this.resumeOrInterrupt(run);
+      } catch (error) {
+        this.logger.warn({ run_id: run.id, err: error }, 'could not take a run over');
+      }
+    }
   }
 
   private async resumeOrInterrupt(run: Run): Promise<void> {
-    if (run.status === 'queued') return this.interruptOrphan(run, 'The service restarted before this run started');
-    const sandbox = await this.sandboxes.findOwned(run.accountId, run.sandboxId).catch(() => null);
-    if (sandbox?.status !== 'running' || sandbox.providerSandboxId === null) {
-      return this.interruptOrphan(run, `The sandbox of this run ended while the service was stopped (${sandbox?.exitReason ?? 'gone'})`);
+    const stored = await this.sandboxes.findOwned(run.accountId, run.sandboxId).catch(() => null);
+    const sandbox = stored && (await this.sandboxes.requireRunning(stored).catch(() => null));
+    if (!sandbox) {
+      return this.interruptOrphan(run, `The sandbox of this run ended while the service was stopped (${stored?.exitReason ?? 'gone'})`);
     }
     await this.executor.resume(run, { providerSandboxId: sandbox.providerSandboxId, workdir: sandbox.config.workdir, volumeMountPath: sandbox.config.volume_mount_path });
   }
@@ -124,10 +161,31 @@ export class RunsService implements OnApplicationBootstrap {
     return this.gatewayTokens.usageOf(runIds);
   }
 
+  /**
+   * Cancels where the run is followed; when another instance follows it, the cancel is recorded in
+   * the run's row and the agent killed from here: its owner then records the end as cancelled.
+   */
   async cancel(accountId: string, sandboxId: string, runId: string): Promise<Run> {
     const run = await this.get(accountId, sandboxId, runId);
-    if (isActiveRunStatus(run.status)) await this.executor.cancel(run.id);
-    return this.get(accountId, sandboxId, runId);
+    if (!isActiveRunStatus(run.status) || (await this.executor.cancel(run.id))) return this.get(accountId, sandboxId, runId);
+    await this.leases.requestCancel(run.id);
+    const sandbox = await this.sandboxes.findOwned(accountId, sandboxId);
+    if (sandbox.providerSandboxId) {
+      await this.claude.kill({ providerSandboxId: sandbox.providerSandboxId, workdir: sandbox.config.workdir, volumeMountPath: sandbox.config.volume_mount_path }, run.id).catch((error: unknown) => {
+        this.logger.warn({ run_id: run.id, err: error }, 'could not kill the agent of a run another instance follows');
+      });
+    }
+    return this.untilEnded(accountId, sandboxId, runId);
+  }
+
+  /** The run once its owner has recorded its end (or as it is after a while: the owner may be taking its time). */
+  private async untilEnded(accountId: string, sandboxId: string, runId: string): Promise<Run> {
+    const deadline = Date.now() + REMOTE_CANCEL_WAIT_MS;
+    for (;;) {
+      const run = await this.get(accountId, sandboxId, runId);
+      if (!isActiveRunStatus(run.status) || Date.now() > deadline) return run;
+      await sleep(REMOTE_CANCEL_POLL_MS);
+    }
   }
 
   private activeRun(sandboxId: string): Promise<Run | null> {

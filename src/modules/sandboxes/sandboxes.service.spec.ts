@@ -76,6 +76,8 @@ describe('SandboxesService (PGlite)', () => {
     base = await mkdtemp(join(tmpdir(), 'sandboxes-service-spec-'));
     provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds', 'assertNetworkSupported'], { kind: 'local' });
     provider.assertNetworkSupported.mockReturnValue(undefined);
+    // Sandboxes stored by the tests were made by "another instance": this one attaches to them on first use.
+    provider.reattach.mockResolvedValue({ status: 'running' });
     // Each volume is a directory of its own, as the local engine keeps them.
     provider.volume.mockImplementation((accountId, volumeName) => new LocalVolumeAccess(join(base, 'volumes', accountId, volumeName)));
     build(new LocalObjectStore(join(base, 'store')));

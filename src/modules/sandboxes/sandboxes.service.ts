@@ -42,6 +42,8 @@ export class SandboxesService implements OnApplicationBootstrap {
   ) {}
 
   private reconciled?: Promise<void>;
+  /** Engine sandboxes this instance's adapter knows (see attachHere). */
+  private readonly attachedHere = new Set<string>();
 
   onApplicationBootstrap(): Promise<void> {
     return this.reconcileAfterRestart();
@@ -75,6 +77,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       }
       if (state.status === 'running') {
         attached.add(sandbox.providerSandboxId);
+        this.attachedHere.add(sandbox.providerSandboxId);
         this.logger.log({ sandbox_id: sandbox.id }, 'sandbox re-attached after restart');
       } else {
         await this.markEnded(sandbox, state.status, state.exitReason);
@@ -110,6 +113,7 @@ export class SandboxesService implements OnApplicationBootstrap {
       await this.provider.ensureVolume(accountId, config.volume_name);
       const handle = await this.provider.create({ ...this.specOf(sandbox), secrets });
       Object.assign(sandbox, { providerSandboxId: handle.providerSandboxId, limits: handle.limits });
+      this.attachedHere.add(handle.providerSandboxId);
       // Restored through the running sandbox (Modal reaches volumes only that way), before anyone is told it runs.
       if (config.init_from_s3) await this.restoreWorkspace(sandbox).catch(async (error) => {
         await this.provider.terminate(handle.providerSandboxId).catch(() => undefined);
@@ -156,7 +160,19 @@ export class SandboxesService implements OnApplicationBootstrap {
 
   /** The sandbox, which must be running now (status re-checked with the engine). */
   async requireRunning(stored: Sandbox): Promise<Sandbox & { providerSandboxId: string }> {
-    return assertRunning(await this.refresh(stored));
+    const sandbox = assertRunning(await this.refresh(stored));
+    await this.attachHere(sandbox);
+    return sandbox;
+  }
+
+  /**
+   * This instance's engine adapter takes over the sandbox once, when it created or re-attached it
+   * itself, or on first use when another instance did (several instances share one database).
+   */
+  private async attachHere(sandbox: Sandbox & { providerSandboxId: string }): Promise<void> {
+    if (this.attachedHere.has(sandbox.providerSandboxId)) return;
+    const state = await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox));
+    if (state.status === 'running') this.attachedHere.add(sandbox.providerSandboxId);
   }
 
   /** Idempotent; takes the final snapshot first unless sync is false, and stays running when it fails (unless force). */

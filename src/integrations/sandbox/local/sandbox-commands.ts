@@ -198,6 +198,14 @@ function bwrapArguments(): string[] {
     '/dev',
     '--proc',
     '/proc',
+    // /run is a tmpfs, as on systemd hosts (charged to the sandbox's memory): the runs' logs live
+    // there, and tail follows a tmpfs through inotify, an overlay only by polling.
+    '--tmpfs',
+    '/run',
+    '--perms',
+    '1777',
+    '--dir',
+    '/run/lock',
     '--ro-bind',
     STAGED_INIT,
     INIT_IN_SANDBOX,
