@@ -37,7 +37,7 @@ export class AppModule implements OnApplicationShutdown {
       module: AppModule,
       imports: [
         ConfigModule.forRoot(config),
-        LoggerModule.forRoot(buildLoggerParams(config.logLevel, logDestination ?? stdoutLogDestination(config.logBufferLimitBytes))),
+        LoggerModule.forRoot(buildLoggerParams(config.logLevel, config.instanceId, logDestination ?? stdoutLogDestination(config.logBufferLimitBytes))),
         DatabaseModule,
         UsersModule,
         AuthModule,
