@@ -146,7 +146,7 @@ function writeHolder(fd: number, holder: LockHolder): void {
 }
 
 function describeHolder(holder: LockHolder | undefined): string {
-  if (!holder) return 'pid unknown: it has not written it yet';
+  if (!holder) return 'its pid is not recorded in the lock file yet';
   const host = holder.hostname && holder.hostname !== hostname() ? ` on host ${holder.hostname}` : '';
   return `pid ${holder.pid}${holder.instance_id ? `, instance ${holder.instance_id}` : ''}${host}${holder.since ? `, since ${holder.since}` : ''}`;
 }
