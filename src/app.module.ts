@@ -1,4 +1,4 @@
-import { DynamicModule, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
+import { DynamicModule, Logger, Module, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule } from 'nestjs-pino';
 import type { DestinationStream } from 'pino';
@@ -6,6 +6,7 @@ import { HttpExceptionFilter } from './common/http-exception.filter';
 import { stdoutLogDestination } from './common/log-destination';
 import { buildLoggerParams } from './common/logging';
 import { ResponseEnvelopeInterceptor } from './common/response-envelope.interceptor';
+import { StartupModule, StartupState } from './common/startup-state';
 import { AppConfig } from './config/app-config';
 import { ConfigModule } from './config/config.module';
 import { DatabaseModule } from './database/database.module';
@@ -24,8 +25,19 @@ export interface AppModuleOptions {
 }
 
 @Module({})
-export class AppModule implements OnApplicationShutdown {
+export class AppModule implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(AppModule.name);
+
+  constructor(private readonly startup: StartupState) {}
+
+  /**
+   * The root module's own hook. Nest runs these hooks module by module, awaiting each, from the
+   * deepest imports up to the root, so this one runs last: once every other module's
+   * onApplicationBootstrap (sandboxes re-attached, runs resumed) has finished.
+   */
+  onApplicationBootstrap(): void {
+    this.startup.markReady();
+  }
 
   /** Runs after every module released its resources (sandboxes stopped, runs interrupted, database closed). */
   onApplicationShutdown(signal?: string): void {
@@ -37,7 +49,8 @@ export class AppModule implements OnApplicationShutdown {
       module: AppModule,
       imports: [
         ConfigModule.forRoot(config),
-        LoggerModule.forRoot(buildLoggerParams(config.logLevel, logDestination ?? stdoutLogDestination(config.logBufferLimitBytes))),
+        StartupModule,
+        LoggerModule.forRoot(buildLoggerParams(config.logLevel, config.instanceId, logDestination ?? stdoutLogDestination(config.logBufferLimitBytes))),
         DatabaseModule,
         UsersModule,
         AuthModule,

@@ -9,12 +9,14 @@ import { Logger } from 'nestjs-pino';
 import { AppModule, AppModuleOptions } from './app.module';
 import { jsonBodyReviver } from './common/json-body-guards';
 import { ensurePrivateDataDir, useOwnerOnlyUmask } from './common/private-files';
+import type { AppConfig } from './config/app-config';
+import { DataDirLock } from './database/data-dir-lock';
 import { ModelGatewayHandler } from './modules/model-gateway/model-gateway.handler';
 
 /** Builds the fully configured application; main.ts and the e2e tests share it. */
 export async function createApp(options: AppModuleOptions): Promise<NestExpressApplication> {
   useOwnerOnlyUmask();
-  secureDataDirBeforeTheDatabaseOpens(options.config.dataDir);
+  prepareDataDirBeforeTheDatabaseOpens(options.config);
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(options), { bufferLogs: true, bodyParser: false });
   app.useLogger(app.get(Logger));
   // Modal sandboxes reach the gateway at MODEL_GATEWAY_PUBLIC_URL (= this service + /model-gateway):
@@ -43,13 +45,20 @@ export async function createApp(options: AppModuleOptions): Promise<NestExpressA
 }
 
 /**
- * Its log line is buffered like Nest's own start-up logs, so that it reaches the JSON log once the
- * app's logger is in place (or the console, should start-up fail).
+ * With the embedded database, DATA_DIR is locked first: a second process on it stops here with
+ * DataDirInUseError, having changed nothing (the lock is released once the database is closed).
+ * Then DATA_DIR is made private. The log lines are buffered like Nest's own start-up logs, so that
+ * they reach the JSON log once the app's logger is in place (or the console, should start-up fail).
  */
-function secureDataDirBeforeTheDatabaseOpens(dataDir: string): void {
+function prepareDataDirBeforeTheDatabaseOpens(config: AppConfig): void {
   NestLogger.attachBuffer();
+  const logger = new NestLogger('DataDir');
   try {
-    ensurePrivateDataDir(dataDir, new NestLogger('DataDir'));
+    if (!config.database.url) {
+      const lock = DataDirLock.acquire(config.dataDir, config.instanceId);
+      if (lock.leftBy) logger.warn({ path: config.dataDir, previous_holder: lock.leftBy }, 'DATA_DIR was locked by a process that ended without releasing it; it is this instance\'s now');
+    }
+    ensurePrivateDataDir(config.dataDir, logger);
   } catch (error) {
     NestLogger.flush();
     throw error;

@@ -4,6 +4,7 @@ import { createApp } from './app.setup';
 import { useOwnerOnlyUmask } from './common/private-files';
 import { AppConfig } from './config/app-config';
 import { ConfigValidationError } from './config/environment';
+import { DataDirInUseError } from './database/data-dir-lock';
 
 async function bootstrap(): Promise<void> {
   useOwnerOnlyUmask();
@@ -17,7 +18,16 @@ async function bootstrap(): Promise<void> {
     }
     throw error;
   }
-  const app = await createApp({ config });
+  let app: INestApplication;
+  try {
+    app = await createApp({ config });
+  } catch (error) {
+    if (error instanceof DataDirInUseError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
   stopGracefullyOn(['SIGTERM', 'SIGINT'], app);
   await app.listen(config.http.port, config.http.host);
   const url = `http://${config.http.host === '0.0.0.0' ? 'localhost' : config.http.host}:${config.http.port}`;

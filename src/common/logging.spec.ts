@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { QueryFailedError } from 'typeorm';
-import { loggableError, REDACTED_PATHS } from './logging';
+import { buildLoggerParams, loggableError, REDACTED_PATHS } from './logging';
 
 describe('loggableError', () => {
   function logged(error: unknown): string {
@@ -32,5 +32,27 @@ describe('loggableError', () => {
     const line = JSON.parse(logged(new TypeError('boom')));
 
     expect(line.err).toMatchObject({ type: 'TypeError', message: 'boom' });
+  });
+});
+
+describe('buildLoggerParams', () => {
+  it("puts the instance's id on every line, beside pino's pid and hostname", () => {
+    const lines: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const [options] = buildLoggerParams('info', 'web-1-abc123', destination).pinoHttp as [pino.LoggerOptions, unknown];
+
+    const logger = pino(options, destination);
+    logger.info('one');
+    logger.child({ context: 'Child' }).warn({ detail: 1 }, 'two');
+
+    expect(lines.map((line) => JSON.parse(line))).toEqual([
+      expect.objectContaining({ msg: 'one', instance_id: 'web-1-abc123', pid: process.pid, hostname: expect.any(String) }),
+      expect.objectContaining({ msg: 'two', instance_id: 'web-1-abc123', context: 'Child' }),
+    ]);
   });
 });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
 import type { Params } from 'nestjs-pino';
 import { type DestinationStream, stdSerializers } from 'pino';
 
@@ -35,10 +36,14 @@ export function loggableError(error: unknown): unknown {
   return code === undefined ? serialized : { ...serialized, code };
 }
 
-/** Structured JSON logs, one request id per request (the caller's X-Request-Id when it is sane). */
-export function buildLoggerParams(level: string, destination?: DestinationStream): Params {
+/**
+ * Structured JSON logs, one request id per request (the caller's X-Request-Id when it is sane), and
+ * the instance's id on every line (with pino's usual pid and hostname).
+ */
+export function buildLoggerParams(level: string, instanceId: string, destination?: DestinationStream): Params {
   const options = {
         level,
+        base: { pid: process.pid, hostname: hostname(), instance_id: instanceId },
         redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
         genReqId: (request: IncomingMessage, response: ServerResponse) => {
           const incoming = request.headers['x-request-id'];

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { EnvironmentVariables, validateEnvironment } from './environment';
 
@@ -6,6 +8,8 @@ export class AppConfig {
   /** trustProxy: Express' `trust proxy` (hops, addresses or subnets); undefined = X-Forwarded-For is ignored. */
   readonly http: { port: number; host: string; bodyLimit: string; trustProxy?: boolean | number | string };
   readonly dataDir: string;
+  /** Names this process in every log line, in /api/health and in DATA_DIR's lock (INSTANCE_ID, or generated at start). */
+  readonly instanceId: string;
   /** Below this many free bytes on DATA_DIR's filesystem, health reports its disk as down. */
   readonly dataDirMinFreeBytes: number;
   readonly database: { url?: string };
@@ -70,6 +74,7 @@ export class AppConfig {
   constructor(env: EnvironmentVariables) {
     this.http = { port: env.PORT, host: env.HOST, bodyLimit: env.BODY_LIMIT, trustProxy: trustProxySetting(env.TRUST_PROXY) };
     this.dataDir = resolve(env.DATA_DIR);
+    this.instanceId = env.INSTANCE_ID ?? generatedInstanceId();
     this.dataDirMinFreeBytes = env.DATA_DIR_MIN_FREE_MB * 1024 * 1024;
     this.database = { url: env.DATABASE_URL };
     this.auth = {
@@ -151,6 +156,12 @@ export class AppConfig {
   static fromEnvironment(env: Record<string, string | undefined>): AppConfig {
     return new AppConfig(validateEnvironment(env));
   }
+}
+
+/** `<hostname>-<6 hex>`: tells instances on one host apart, and a restarted process from its predecessor. */
+export function generatedInstanceId(host: string = hostname()): string {
+  const name = host.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 48) || 'instance';
+  return `${name}-${randomBytes(3).toString('hex')}`;
 }
 
 function pickDefined(values: Record<string, string | undefined>): Record<string, string> {

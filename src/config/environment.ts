@@ -19,6 +19,9 @@ const toNumber = ({ value }: { value: unknown }) =>
   value === undefined || value === '' ? undefined : Number(value);
 const emptyToUndefined = ({ value }: { value: unknown }) => (value === '' ? undefined : value);
 
+/** What an instance id may look like: safe in logs, file names, metric labels and host names. */
+export const INSTANCE_ID_FORMAT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
 /** Every environment variable the service reads, validated once at boot. */
 export class EnvironmentVariables {
   @IsOptional() @Transform(toInt) @IsInt() @Min(0) @Max(65535)
@@ -29,6 +32,10 @@ export class EnvironmentVariables {
 
   @IsOptional() @IsString()
   DATA_DIR: string = './data';
+
+  /** This instance's name in every log line and in /api/health; unset = hostname + a random suffix chosen at start. */
+  @IsOptional() @Transform(emptyToUndefined) @Matches(INSTANCE_ID_FORMAT, { message: 'INSTANCE_ID must be 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit' })
+  INSTANCE_ID?: string;
 
   @IsOptional() @Transform(emptyToUndefined) @Matches(/^postgres(ql)?:\/\//, { message: 'DATABASE_URL must start with postgres:// or postgresql://' })
   DATABASE_URL?: string;

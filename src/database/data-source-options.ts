@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { DataSourceOptions } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { ENTITIES } from './entities';
@@ -23,5 +22,5 @@ export function buildDataSourceOptions(config: AppConfig): DataSourceOptions {
   if (config.database.url) {
     return { ...common, url: config.database.url, poolSize: 10 };
   }
-  return { ...common, driver: pgliteDriver(join(config.dataDir, 'pglite')) };
+  return { ...common, driver: pgliteDriver(config.dataDir) };
 }

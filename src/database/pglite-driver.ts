@@ -1,6 +1,8 @@
 import { PGlite } from '@electric-sql/pglite';
 import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
 import { makePrivateDir, restrictToOwner } from '../common/private-files';
+import { DataDirLock } from './data-dir-lock';
 
 type QueryCallback = (error: Error | null, result?: unknown) => void;
 type Release = (error?: unknown) => void;
@@ -14,8 +16,12 @@ export class PGlitePool extends EventEmitter {
   private tail: Promise<void> = Promise.resolve();
   private dbPromise: Promise<PGlite> | undefined;
 
-  constructor(private readonly dataDir: string) {
+  private readonly dataDir: string;
+
+  /** The database lives in `DATA_DIR/pglite`; the service locks DATA_DIR before it opens (see DataDirLock). */
+  constructor(private readonly serviceDataDir: string) {
     super();
+    this.dataDir = join(serviceDataDir, 'pglite');
   }
 
   private database(): Promise<PGlite> {
@@ -85,6 +91,8 @@ export class PGlitePool extends EventEmitter {
       .then((db) => db?.close())
       .then(() => {
         this.dbPromise = undefined;
+        // Closed: another process may open it now.
+        DataDirLock.releaseHeld(this.serviceDataDir);
       });
     closing.then(
       () => callback?.(null),
@@ -94,7 +102,7 @@ export class PGlitePool extends EventEmitter {
   }
 }
 
-/** The object TypeORM's postgres driver accepts as `driver`: it only needs a `Pool` constructor. */
+/** The object TypeORM's postgres driver accepts as `driver`: it only needs a `Pool` constructor. `dataDir`: DATA_DIR. */
 export function pgliteDriver(dataDir: string) {
   return {
     Pool: class extends PGlitePool {

@@ -1,0 +1,27 @@
+import { AppConfig, generatedInstanceId } from './app-config';
+import { ConfigValidationError } from './environment';
+
+describe('INSTANCE_ID', () => {
+  it('is taken as given when it is a valid name', () => {
+    expect(AppConfig.fromEnvironment({ INSTANCE_ID: 'web-1.eu_west' }).instanceId).toBe('web-1.eu_west');
+  });
+
+  it.each(['-leading-dash', 'has space', 'a/b', 'x'.repeat(64)])('refuses %j, naming the variable', (value) => {
+    expect(() => AppConfig.fromEnvironment({ INSTANCE_ID: value })).toThrow(ConfigValidationError);
+    expect(() => AppConfig.fromEnvironment({ INSTANCE_ID: value })).toThrow(/INSTANCE_ID must be/);
+  });
+
+  it('defaults to the host name and a random suffix, different at each start', () => {
+    const first = AppConfig.fromEnvironment({}).instanceId;
+    const second = AppConfig.fromEnvironment({ INSTANCE_ID: '' }).instanceId;
+
+    expect(first).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{6}$/);
+    expect(second).not.toBe(first);
+  });
+
+  it('makes a valid id of any host name', () => {
+    expect(generatedInstanceId('web 1/prod')).toMatch(/^web-1-prod-[0-9a-f]{6}$/);
+    expect(generatedInstanceId('--')).toMatch(/^instance-[0-9a-f]{6}$/);
+    expect(generatedInstanceId('h'.repeat(200))).toMatch(/^h{48}-[0-9a-f]{6}$/);
+  });
+});
