@@ -63,6 +63,8 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,
       LOGIN_RATE_LIMIT: '1000',
+      // Stable across restarts, as an operator sets it: the restarted instance takes its runs back at once.
+      INSTANCE_ID: `durable-${database}`,
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'sk-durable-test',
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
