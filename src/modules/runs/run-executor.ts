@@ -122,7 +122,7 @@ export class RunExecutor implements OnApplicationBootstrap, OnModuleDestroy {
     this.events.open(run.id, (await this.events.lastSeq(run.id)) + 1);
     const from = await this.events.resumePoint(run.id);
     this.follow(run, (entry) => this.watch(run, entry, sandbox, this.claude.resume(sandbox, run.id, from)));
-    this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, offsets: from.offsets }, 'run resumed after a restart');
+    this.logger.log({ run_id: run.id, sandbox_id: run.sandboxId, offsets: from.offsets }, 'run followed again from its recorded events');
   }
 
   private follow(run: Run, work: (entry: ActiveRun) => Promise<void>): void {
