@@ -58,6 +58,12 @@ class FakeAgent {
   killed = false;
   exitCode: number | null = null;
   readonly logs = { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+  readonly endLines = { stdout: '', stderr: '' };
+
+  /** Bytes the agent itself wrote to a log (without the wrapper's end-of-run line). */
+  outputLength(stream: 'stdout' | 'stderr'): number {
+    return this.logs[stream].length - Buffer.byteLength(this.endLines[stream]);
+  }
   readonly followers: Array<{ stream: 'stdout' | 'stderr'; offset: number; process: FakeProcess }> = [];
 
   print(...lines: Array<string | object>): void {
@@ -74,8 +80,10 @@ class FakeAgent {
     for (const follower of this.followers) if (follower.stream === stream && !follower.process.exited) follower.process.stdout.write(bytes);
   }
 
+  /** The agent ends: the wrapper appends its end-of-run line to both logs (not when the group was killed). */
   exit(exitCode: number): void {
     if (this.exitCode !== null) return;
+    if (!this.killed) for (const stream of ['stdout', 'stderr'] as const) this.write(stream, (this.endLines[stream] = `\nclaude-run-ended ${exitCode}\n`));
     this.exitCode = exitCode;
     for (const follower of this.followers) this.end(follower.stream, follower.process);
   }
@@ -270,7 +278,7 @@ describe('ClaudeCliAgent', () => {
       { stream: 'stdout', offset: ends[2] },
       { stream: 'stdout', offset: ends[3] },
     ]);
-    expect(ends[3]).toBe(agent.logs.stdout.length);
+    expect(ends[3]).toBe(agent.outputLength('stdout'));
     expect(events.filter((event) => event.kind === 'stderr').map((event) => event.position)).toEqual([
       { stream: 'stderr', offset: 6 },
       { stream: 'stderr', offset: 6 + Buffer.byteLength('ünïcode\n') },
@@ -298,6 +306,20 @@ describe('ClaudeCliAgent', () => {
     });
 
     expect(result).toEqual({ status: 'succeeded', error: null, exitCode: 0, sessionId: 'sess-9', result: 'All tests pass', totalCostUsd: 0.0123, usage: SUCCESS.usage, numTurns: 2 });
+  });
+
+  it('ends at the wrapper’s end-of-run line, with its exit code, without waiting for the followers to notice the agent is gone', async () => {
+    const execution = agentWith().start(SANDBOX, 'run-1', { prompt: 'hi' });
+    const { events, result } = await run(execution, () => {
+      agent.print(SUCCESS);
+      // The end-of-run lines only: the followers' tails would notice the agent's end only later.
+      for (const stream of ['stdout', 'stderr'] as const) agent.write(stream, '\nclaude-run-ended 0\n');
+    });
+
+    expect(result).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    expect(events.map((event) => event.kind)).toEqual(['message']);
+    expect(agent.followers.map((follower) => follower.process.kill)).toEqual([expect.any(Function), expect.any(Function)]);
+    for (const follower of agent.followers) expect(follower.process.kill).toHaveBeenCalled();
   });
 
   it('fails on an error result, with its reason', async () => {
@@ -401,9 +423,9 @@ describe('ClaudeCliAgent', () => {
       expect(execsOf('stderr')).toEqual([{ argv: followArgv(RUN_DIR, 'stderr', lineBytes('already read')) }]);
       expect(events.filter((event) => event.kind !== 'stderr')).toEqual([
         { kind: 'message', type: 'assistant', payload: ASSISTANT, position: { stream: 'stdout', offset: lineBytes(INIT) + lineBytes(ASSISTANT) } },
-        { kind: 'message', type: 'result', payload: SUCCESS, position: { stream: 'stdout', offset: agent.logs.stdout.length } },
+        { kind: 'message', type: 'result', payload: SUCCESS, position: { stream: 'stdout', offset: agent.outputLength('stdout') } },
       ]);
-      expect(events.filter((event) => event.kind === 'stderr')).toEqual([{ kind: 'stderr', line: 'not yet read', position: { stream: 'stderr', offset: agent.logs.stderr.length } }]);
+      expect(events.filter((event) => event.kind === 'stderr')).toEqual([{ kind: 'stderr', line: 'not yet read', position: { stream: 'stderr', offset: agent.outputLength('stderr') } }]);
       expect(result).toMatchObject({ status: 'succeeded', sessionId: 'sess-9', exitCode: 0 });
     });
 
@@ -411,7 +433,7 @@ describe('ClaudeCliAgent', () => {
       agent.started = true;
       agent.print(INIT, SUCCESS);
       agent.exit(0);
-      const from: ResumePoint = { offsets: { stdout: agent.logs.stdout.length, stderr: 0 }, result: SUCCESS, stderrTail: '' };
+      const from: ResumePoint = { offsets: { stdout: agent.outputLength('stdout'), stderr: 0 }, result: SUCCESS, stderrTail: '' };
 
       const execution = agentWith().resume(SANDBOX, 'run-1', from);
       const { events, result } = await run(execution, () => undefined);
@@ -423,7 +445,7 @@ describe('ClaudeCliAgent', () => {
     it('explains a failure with the stderr recorded before the restart and what came after', async () => {
       agent.started = true;
       agent.printError('Error: first half');
-      const from: ResumePoint = { offsets: { stdout: 0, stderr: agent.logs.stderr.length }, stderrTail: 'Error: first half' };
+      const from: ResumePoint = { offsets: { stdout: 0, stderr: agent.outputLength('stderr') }, stderrTail: 'Error: first half' };
 
       const execution = agentWith().resume(SANDBOX, 'run-1', from);
       const { result } = await run(execution, () => {

@@ -3,7 +3,7 @@ import { Subject } from 'rxjs';
 import type { ExecExit, ExecRequest, SandboxProcess } from '../sandbox/sandbox-provider';
 import type { ClaudeExecution, ClaudeResult, ResumePoint } from './claude.agent';
 import { ClaudeEvent, ExecutionDetachedError, isClaudeMessageType } from './claude.events';
-import { followArgv, killArgv, type LogStream } from './claude-run-log';
+import { endOfRunCode, followArgv, killArgv, type LogStream } from './claude-run-log';
 import { DEFAULT_MAX_LINE_BYTES, ParsedLine, readStreamJson } from './stream-json-reader';
 
 const STDERR_TAIL_BYTES = 4096;
@@ -87,11 +87,30 @@ export class ClaudeCliExecution implements ClaudeExecution {
    * nobody followed it) would otherwise have its output drained, unread, while the other starts.
    */
   private async followBoth(): Promise<[ExecExit, ResultMessage | undefined, string]> {
-    const [[exit, message], [, stderrTail]] = await Promise.all([
-      this.follower('stdout').then((follower) => Promise.all([follower.wait(), this.readStdout(follower.stdout)])),
-      this.follower('stderr').then((follower) => Promise.all([follower.wait(), this.readStderr(follower.stdout)])),
+    const [[exit, message], stderrTail] = await Promise.all([
+      this.follower('stdout').then(async (follower) => {
+        const { result, endCode } = await this.readStdout(follower.stdout);
+        return [await this.ended(follower, endCode), result] as const;
+      }),
+      this.follower('stderr').then(async (follower) => {
+        const { tail, endCode } = await this.readStderr(follower.stdout);
+        await this.ended(follower, endCode);
+        return tail;
+      }),
     ]);
     return [exit, message, stderrTail];
+  }
+
+  /**
+   * The follower's end: at the wrapper's end-of-run line, which says the agent's exit code, the
+   * log is complete and the follower is stopped rather than waited for (its tail notices the
+   * agent's end only at its next check); otherwise its own exit.
+   */
+  private async ended(follower: SandboxProcess, endCode: number | undefined): Promise<ExecExit> {
+    if (endCode === undefined) return follower.wait();
+    follower.stdout.resume();
+    void follower.kill().catch(() => undefined);
+    return { exitCode: endCode, timedOut: false };
   }
 
   private async follower(stream: LogStream): Promise<SandboxProcess> {
@@ -102,25 +121,29 @@ export class ClaudeCliExecution implements ClaudeExecution {
     return follower;
   }
 
-  private async readStdout(stream: Readable): Promise<ResultMessage | undefined> {
+  private async readStdout(stream: Readable): Promise<{ result?: ResultMessage; endCode?: number }> {
     let result: ResultMessage | undefined;
     for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stdout, isComplete: () => !this.detached && !this.startFailed })) {
+      const endCode = line.kind === 'output' ? endOfRunCode(line.line) : undefined;
+      if (endCode !== undefined) return { result, endCode };
       if (line.kind === 'json' && line.type === 'result') result = line.payload as ResultMessage;
       this.events.next(stdoutEvent(line));
     }
-    return result;
+    return { result };
   }
 
   /** Streams every stderr line and returns the last few kilobytes, to explain a failure. */
-  private async readStderr(stream: Readable): Promise<string> {
+  private async readStderr(stream: Readable): Promise<{ tail: string; endCode?: number }> {
     const tail: string[] = this.from.stderrTail ? [this.from.stderrTail] : [];
     for await (const line of readStreamJson(stream, { startOffset: this.from.offsets.stderr, isComplete: () => !this.detached })) {
+      const endCode = line.kind === 'output' ? endOfRunCode(line.line) : undefined;
+      if (endCode !== undefined) return { tail: tail.join('\n'), endCode };
       const text = line.kind === 'json' ? JSON.stringify(line.payload) : line.kind === 'output' ? line.line : line.head;
       tail.push(text);
       while (tail.join('\n').length > STDERR_TAIL_BYTES && tail.length > 1) tail.shift();
       this.events.next({ kind: 'stderr', line: text, position: { stream: 'stderr', offset: line.end } });
     }
-    return tail.join('\n');
+    return { tail: tail.join('\n') };
   }
 }
 

@@ -96,6 +96,8 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
   const STEPWISE = 'printf "one\\n"; while [ ! -e "$0/go" ]; do sleep 0.02; done; printf "two\\n" >&2; printf "thr€e"; exit 3';
   /** The last line's bytes as latin1 text (€ is three bytes). */
   const LAST = 'thr\xe2\x82\xace';
+  /** What the wrapper appends to both logs once the agent has ended (a newline first: the last line may lack one). */
+  const ENDED = '\nclaude-run-ended 3\n';
   const go = () => writeFileSync(join(control, 'go'), '');
 
 
@@ -116,8 +118,8 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
       go();
       await until(() => existsSync(join(dir, 'exit')), 'the agent exited');
 
-      expect(file('stdout')).toBe(`one\n${LAST}`);
-      expect(file('stderr')).toBe('two\n');
+      expect(file('stdout')).toBe(`one\n${LAST}${ENDED}`);
+      expect(file('stderr')).toBe(`two\n${ENDED}`);
       expect(file('exit')).toBe('3\n');
       expect(existsSync(join(dir, 'started'))).toBe(true);
     }, 30_000);
@@ -150,7 +152,7 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
       go();
       const finished = await follower.done;
 
-      expect(finished.stdout).toBe(`one\n${LAST}`);
+      expect(finished.stdout).toBe(`one\n${LAST}${ENDED}`);
       expect(finished.chunks[0]).toBe('one\n');
       expect(finished.code).toBe(3);
     }, 30_000);
@@ -165,10 +167,10 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
 
       go();
 
-      await expect(fromInsideLine.done).resolves.toMatchObject({ code: 3, stdout: `e\n${LAST}`, stderr: '' });
-      await expect(fromEnd.done).resolves.toMatchObject({ code: 3, stdout: LAST, stderr: '' });
+      await expect(fromInsideLine.done).resolves.toMatchObject({ code: 3, stdout: `e\n${LAST}${ENDED}`, stderr: '' });
+      await expect(fromEnd.done).resolves.toMatchObject({ code: 3, stdout: `${LAST}${ENDED}`, stderr: '' });
       // Following stderr ends with 0 whatever the agent's code: only stdout's follower reports it.
-      await expect(stderr.done).resolves.toMatchObject({ code: 0, stdout: 'two\n' });
+      await expect(stderr.done).resolves.toMatchObject({ code: 0, stdout: `two\n${ENDED}` });
     }, 30_000);
 
     it('prints the rest of a finished run and exits at once', async () => {
@@ -178,13 +180,13 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
 
       const rest = await exec(followArgv(dir, 'stdout', 4)).done;
       const insideChar = await exec(followArgv(dir, 'stdout', 8)).done;
-      const nothingLeft = await exec(followArgv(dir, 'stdout', Buffer.byteLength('one\nthr€e'))).done;
+      const nothingLeft = await exec(followArgv(dir, 'stdout', Buffer.byteLength(`one\nthr€e${ENDED}`))).done;
       const stderr = await exec(followArgv(dir, 'stderr', 0)).done;
 
-      expect(rest).toMatchObject({ code: 3, stdout: LAST });
-      expect(insideChar).toMatchObject({ code: 3, stdout: '\x82\xace' });
+      expect(rest).toMatchObject({ code: 3, stdout: `${LAST}${ENDED}` });
+      expect(insideChar).toMatchObject({ code: 3, stdout: `\x82\xace${ENDED}` });
       expect(nothingLeft).toMatchObject({ code: 3, stdout: '' });
-      expect(stderr).toMatchObject({ code: 0, stdout: 'two\n' });
+      expect(stderr).toMatchObject({ code: 0, stdout: `two\n${ENDED}` });
       for (const finished of [rest, insideChar, nothingLeft, stderr]) expect(finished.ms).toBeLessThan(2_000);
     }, 30_000);
 

@@ -10,6 +10,16 @@ export const RUN_LOG_ROOT = '/run/claude-runs';
 /** Waits (at most 10 s) for the wrapper to write its pid, which it does first thing. */
 const UNTIL_PID_FILE = 'n=0; while [ ! -s "$d/pid" ]; do n=$((n + 1)); [ "$n" -le 1000 ] || { echo "the run did not start" >&2; exit 126; }; sleep 0.01; done';
 
+/** The line the wrapper appends to both logs once the agent has ended, with its exit code. */
+const END_OF_RUN = 'claude-run-ended';
+const END_OF_RUN_LINE = new RegExp(`^${END_OF_RUN} (\\d+)$`);
+
+/** The agent's exit code when `line` is the wrapper's end-of-run line. */
+export function endOfRunCode(line: string): number | undefined {
+  const match = END_OF_RUN_LINE.exec(line);
+  return match ? Number(match[1]) : undefined;
+}
+
 export type LogStream = 'stdout' | 'stderr';
 
 /** How far the service has read each of a run's logs, in bytes. */
@@ -33,8 +43,10 @@ export function startArgv(dir: string, command: string[]): string[] {
     'd=$1; shift',
     'echo $$ > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"',
     '"$@" > "$d/stdout" 2> "$d/stderr" < /dev/null &',
-    'wait $!',
-    'echo $? > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"',
+    'wait $!; code=$?',
+    // The followers learn of the end from the logs themselves (at once), not by polling the pid.
+    `printf "\\n${END_OF_RUN} %s\\n" "$code" >> "$d/stdout"; printf "\\n${END_OF_RUN} %s\\n" "$code" >> "$d/stderr"`,
+    'echo "$code" > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"',
   ].join('\n');
   const starter = [
     'set -e',

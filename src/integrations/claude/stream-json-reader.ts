@@ -119,7 +119,8 @@ function isTypedObject(value: unknown): value is Record<string, unknown> & { typ
  */
 export async function* readStreamJson(stream: Readable, options: { maxLineBytes?: number; startOffset?: number; isComplete?: () => boolean } = {}): AsyncGenerator<ParsedLine> {
   const reader = new StreamJsonReader(options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES, options.startOffset ?? 0);
-  for await (const chunk of stream) {
+  // A reader that stops early (the end-of-run line) leaves the stream to its owner, undestroyed.
+  for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
     yield* reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   }
   if (options.isComplete?.() ?? true) yield* reader.end();
