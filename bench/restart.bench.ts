@@ -22,20 +22,19 @@
  * Build with `npm run build`, run with `node dist/bench/restart.bench.js [--quick] [--postgres] [--finish-during-restart]`.
  */
 import { once } from 'node:events';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runLogDir } from '../src/integrations/claude/claude-run-log';
+import { endOfRunCode, runLogDir } from '../src/integrations/claude/claude-run-log';
 import { DEFAULT_MOUNT_PATH } from '../src/modules/sandboxes/sandboxes.service';
 import { FakeAnthropic, type FakeReply } from '../test/support/fake-anthropic';
 import { api } from '../test/support/http';
 import { freePort } from '../test/support/service-process';
 import { readSse } from '../test/support/sse-client';
 import { createDatabase, dropDatabase, login } from '../test/support/test-app';
-import { BuiltService } from './support/built-service';
-import { benchOptions, epochNow, markdownTable, ms, summarize } from './support/stats';
+import { BuiltService, unmountUnder } from './support/built-service';
+import { benchOptions, epochNow, markdownTable, ms, summarize, withTimeout } from './support/stats';
 import { SseConnection } from './support/sse-connection';
 import type { TimedEvent } from './support/timed-sse';
 
@@ -48,7 +47,6 @@ const BASELINE_RESTARTS = { full: 3, quick: 1 };
 const TOOL_ENDS_AFTER_KILL_MS = 300;
 /** The signal is written this long before the tools end (time for the five execs that write it). */
 const SIGNAL_LEAD_MS = 2000;
-const HEALTH_POLL_MS = 10;
 const RUN_TIMEOUT_MS = 180_000;
 const ADMIN = { email: 'restart-bench@example.test', password: 'restart-bench-password-1' };
 const FINAL_TEXT = 'Done, across a restart of the service.';
@@ -115,7 +113,7 @@ async function main(): Promise<void> {
   let context: Context | undefined;
   try {
     first = BuiltService.start(env);
-    await untilHealthy(url, first);
+    await first.untilHealthy(url);
     const token = await login(url, ADMIN.email, ADMIN.password);
     const client = api(url, token);
     context = { env, url, token, client, fake, service: first, sandboxIds: [], agentSandboxIds: [], workAfterRestart };
@@ -136,24 +134,12 @@ async function main(): Promise<void> {
   } finally {
     if (context) await cleanUp(context).catch((error: Error) => console.error(`cleanup: ${error.message}`));
     const last = context?.service ?? first;
-    if (last) await stopService(last);
+    if (last) await last.stop();
     await fake.stop();
     if (databaseUrl) await dropDatabase(databaseUrl);
     unmountUnder(dataDir);
     rmSync(dataDir, { recursive: true, force: true });
   }
-}
-
-/** Polls GET /api/health every 10 ms; returns epochNow() of the first 200. */
-async function untilHealthy(url: string, service: BuiltService): Promise<number> {
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
-    if (service.exited) throw new Error(`the service exited early:\n${service.output().slice(-4000)}`);
-    const ok = await fetch(`${url}/api/health`).then((response) => response.status === 200, () => false);
-    if (ok) return epochNow();
-    await sleep(HEALTH_POLL_MS);
-  }
-  throw new Error(`the service did not become healthy:\n${service.output().slice(-4000)}`);
 }
 
 async function createSandbox(client: Client, body: Record<string, unknown>): Promise<string> {
@@ -209,7 +195,7 @@ async function restartWithWork(context: Context, iteration: number): Promise<Res
 
   const service = BuiltService.start(context.env);
   context.service = service;
-  const healthyAt = await untilHealthy(context.url, service);
+  const healthyAt = await service.untilHealthy(context.url);
   const after = runIds.map(
     (runId, index) => new SseConnection(eventsUrl(context, context.agentSandboxIds[index], runId), context.token, before[index].events[before[index].events.length - 1]?.id),
   );
@@ -303,12 +289,12 @@ async function checkRuns(context: Context, runIds: string[], before: SseConnecti
   return { eventsPerRun, lost, duplicated, replayMismatches, succeeded, interrupted, otherwiseEnded, agentLines, failures };
 }
 
-/** Non-empty lines of the agent's stdout log in the sandbox (each must be one event). */
+/** Non-empty lines of the agent's stdout log in the sandbox (each must be one event), without the wrapper's end-of-run line. */
 async function agentStdoutLines(context: Context, sandboxId: string, runId: string): Promise<number> {
-  const response = await context.client.post(`/api/sandboxes/${sandboxId}/exec`, { command: ['grep', '-c', '.', `${runLogDir(runId)}/stdout`] });
-  const count = Number((response.body?.data?.stdout as string | undefined)?.trim());
-  if (response.status !== 200 || !Number.isInteger(count)) throw new Error(`could not count the agent's lines: ${response.status} ${response.text}`);
-  return count;
+  const response = await context.client.post(`/api/sandboxes/${sandboxId}/exec`, { command: ['cat', `${runLogDir(runId)}/stdout`] });
+  const stdout = response.body?.data?.stdout as string | undefined;
+  if (response.status !== 200 || response.body.data.exit_code !== 0 || response.body.data.truncated || stdout === undefined) throw new Error(`could not read the agent's log: ${response.status} ${response.text.slice(0, 2000)}`);
+  return stdout.split('\n').filter((line) => line.length > 0 && endOfRunCode(line) === undefined).length;
 }
 
 /** The service's warning and error log lines, to explain a failure. */
@@ -332,7 +318,7 @@ async function restartEmpty(context: Context): Promise<number> {
   await exited;
   const service = BuiltService.start(context.env);
   context.service = service;
-  return (await untilHealthy(context.url, service)) - service.spawnedAt;
+  return (await service.untilHealthy(context.url)) - service.spawnedAt;
 }
 
 /** DELETE ?sync=false of every sandbox still running, then waits until none is. */
@@ -351,49 +337,13 @@ async function terminateAll(context: Context): Promise<void> {
 async function cleanUp(context: Context): Promise<void> {
   if (context.service.exited) {
     context.service = BuiltService.start(context.env);
-    await untilHealthy(context.url, context.service);
+    await context.service.untilHealthy(context.url);
   }
   await terminateAll(context);
 }
 
-async function stopService(service: BuiltService): Promise<void> {
-  const { child } = service;
-  if (service.exited) return;
-  const exited = once(child, 'exit');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  child.kill('SIGTERM');
-  await exited;
-  clearTimeout(timer);
-}
 
-/**
- * Volume filesystems a killed service mounted on the host stay mounted: the next service unmounts,
- * when it stops, only those it mounted itself (sandboxes re-attached without a new create leave theirs).
- */
-function unmountUnder(dir: string): void {
-  const mounts = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[1])
-    .filter((target): target is string => target !== undefined && target.startsWith(`${dir}/`));
-  for (const target of mounts.reverse()) {
-    try {
-      execFileSync('umount', ['--lazy', target], { stdio: 'pipe' });
-    } catch (error) {
-      console.error(`could not unmount ${target}: ${(error as Error).message}`);
-    }
-  }
-  if (mounts.length > 0) console.error(`unmounted ${mounts.length} volume filesystems left mounted under the data directory`);
-}
 
-async function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string, describe?: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}${describe ? `:\n${describe()}` : ''}`)), timeoutMs)));
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function report(input: { results: RestartResult[]; baseline: number[]; setting: string; loadAtStart: number[]; loadAtEnd: number[] }): void {
   const { results, baseline } = input;

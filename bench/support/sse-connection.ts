@@ -13,6 +13,8 @@ export class SseConnection {
   readonly ended: Promise<boolean>;
   /** Why the connection ended without `done`, if it did. */
   failure?: string;
+  /** epochNow() when the response's headers arrived (the server has subscribed the stream). */
+  openedAt?: number;
   private readonly controller = new AbortController();
   private readonly waiters: Array<{ test: (event: TimedEvent) => boolean; resolve: (event: TimedEvent | undefined) => void }> = [];
 
@@ -39,6 +41,7 @@ export class SseConnection {
     try {
       const response = await fetch(url, { headers, signal: this.controller.signal });
       if (!response.ok || !response.body) throw new Error(`SSE request answered ${response.status}: ${await response.text()}`);
+      this.openedAt = epochNow();
       const decoder = new TextDecoder();
       const reader = response.body.getReader();
       let buffer = '';

@@ -22,8 +22,9 @@ export function summarize(samples: number[]): Summary {
     median: percentile(samples, 0.5),
     p95: percentile(samples, 0.95),
     p99: percentile(samples, 0.99),
-    min: Math.min(...samples),
-    max: Math.max(...samples),
+    // Not Math.min(...samples): spreading ~10^5 samples overflows the stack.
+    min: samples.reduce((least, sample) => Math.min(least, sample), Number.POSITIVE_INFINITY),
+    max: samples.reduce((most, sample) => Math.max(most, sample), Number.NEGATIVE_INFINITY),
   };
 }
 
@@ -57,4 +58,15 @@ export interface BenchOptions {
 /** `--quick` for fewer iterations, `--postgres` for a throwaway PostgreSQL database instead of PGlite. */
 export function benchOptions(argv: string[] = process.argv.slice(2)): BenchOptions {
   return { quick: argv.includes('--quick'), database: argv.includes('--postgres') ? 'postgres' : 'pglite' };
+}
+
+/** `work`, or an error naming `what` (and `describe()`, if given) after `timeoutMs`. */
+export async function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string, describe?: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}${describe ? `:\n${describe()}` : ''}`)), timeoutMs)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
