@@ -201,6 +201,19 @@ describe('ClusterLock', () => {
       expect(await b.runExclusive('sweep', async () => undefined)).toBe(true);
     });
 
+    it('survives losing the connection that holds the lock mid-pass: says so, never reuses the connection, and the lock is free', async () => {
+      const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+      // The server ends the lock's connection mid-pass (a restart, an administrator).
+      const ran = await a.runExclusive('sweep', async () => {
+        await admin((client) => client.query(`SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = $1)`, [new URL(databaseUrl).pathname.slice(1)]));
+        await sleep(100);
+      });
+      expect(ran).toBe(true);
+      expect(warn).toHaveBeenCalledWith(expect.objectContaining({ work: 'sweep', instance: a.instance }), expect.stringContaining('lock lost'));
+      await Promise.all(Array.from({ length: 10 }, () => first.query('SELECT 1')));
+      expect(await b.runExclusive('sweep', async () => undefined)).toBe(true);
+    });
+
     it('with oncePerMs, runs one pass per period between the instances', async () => {
       const ran: string[] = [];
       const tick = (lock: ClusterLock, name: string) => lock.runExclusive('periodic', async () => void ran.push(name), { oncePerMs: 500 });

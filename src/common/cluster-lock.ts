@@ -63,11 +63,10 @@ export class ClusterLock {
     return this.track(name, async () => {
       const pool = this.sharedPool();
       if (!pool) return this.pass(name, this.localSession(), work, minIntervalMs);
-      const client = await pool.connect();
-      return this.holding(client, name, async () => {
-        const [{ locked }] = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [clusterLockKey(name)]).then((result) => result.rows);
-        return locked;
-      }, () => this.pass(name, sessionOf(client), work, minIntervalMs));
+      return this.holding(pool, name, async (client) => {
+        const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [clusterLockKey(name)]);
+        return rows[0].locked && this.pass(name, sessionOf(client), work, minIntervalMs);
+      });
     });
   }
 
@@ -75,14 +74,13 @@ export class ClusterLock {
   async runWhenFree<T>(name: string, work: () => Promise<T>, timeoutMs: number): Promise<T> {
     for (let current = this.running.get(name); current; current = this.running.get(name)) await current.catch(() => undefined);
     let result!: T;
+    const keep = async () => {
+      result = await work();
+    };
     await this.track(name, async () => {
-      const keep = async () => {
-        result = await work();
-      };
       const pool = this.sharedPool();
       if (!pool) return this.pass(name, this.localSession(), keep, 0);
-      const client = await pool.connect();
-      return this.holding(client, name, async () => {
+      return this.holding(pool, name, async (client) => {
         await client.query(`SELECT set_config('lock_timeout', $1, false)`, [`${Math.max(1, Math.ceil(timeoutMs))}ms`]);
         try {
           await client.query('SELECT pg_advisory_lock($1)', [clusterLockKey(name)]);
@@ -92,8 +90,8 @@ export class ClusterLock {
         } finally {
           await client.query('RESET lock_timeout');
         }
-        return true;
-      }, () => this.pass(name, sessionOf(client), keep, 0));
+        return this.pass(name, sessionOf(client), keep, 0);
+      });
     });
     return result;
   }
@@ -109,24 +107,29 @@ export class ClusterLock {
   }
 
   /**
-   * Takes the lock on `client`, runs the pass, and gives the connection back to the pool only when
-   * the lock is known to be released (otherwise the connection is closed, which releases it).
+   * Runs `use` (which takes the lock and runs the pass) on a connection of its own, then gives the
+   * connection back to the pool only once its session holds no advisory lock.
    */
-  private async holding(client: PoolClient, name: string, lock: () => Promise<boolean>, pass: () => Promise<boolean>): Promise<boolean> {
-    let clean = false;
+  private async holding(pool: Pool, name: string, use: (client: PoolClient) => Promise<boolean>): Promise<boolean> {
+    const client = await pool.connect();
+    // A connection that breaks while checked out reports it here (unheard, the process would crash).
+    const broken = (error: Error) => this.logger.warn({ work: name, instance: this.instance, error: error.message }, 'connection holding a background work lock lost: the lock is released');
+    client.on('error', broken);
     try {
-      if (!(await lock())) {
-        clean = true;
-        return false;
-      }
-      try {
-        return await pass();
-      } finally {
-        const [{ unlocked }] = (await client.query<{ unlocked: boolean }>('SELECT pg_advisory_unlock($1) AS unlocked', [clusterLockKey(name)])).rows;
-        clean = unlocked;
-      }
+      return await use(client);
     } finally {
-      client.release(clean ? undefined : new Error(`the lock of "${name}" may still be held: connection discarded`));
+      // Whatever `use` took, or failed to take; a connection that cannot confirm it is closed instead, which releases it.
+      const clean = await client.query('SELECT pg_advisory_unlock_all()').then(
+        () => true,
+        () => false,
+      );
+      if (clean) {
+        client.off('error', broken);
+        client.release();
+      } else {
+        // Closed by the pool; still heard, so that a late error of its socket cannot crash the process.
+        client.release(new Error(`the lock of "${name}" may still be held: connection discarded`));
+      }
     }
   }
 
@@ -146,7 +149,10 @@ export class ClusterLock {
     }
     const startedAt = Date.now();
     await work();
-    if (session) await session.query('UPDATE background_run SET last_finished_at = now() WHERE name = $1 AND passes = $2', [name, pass]);
+    // On any connection: the one holding the lock may have broken meanwhile. The record is for people; the pass happened anyway.
+    await this.localSession()
+      ?.query('UPDATE background_run SET last_finished_at = now() WHERE name = $1 AND passes = $2', [name, pass])
+      .catch((error: Error) => this.logger.warn({ work: name, instance: this.instance, pass, error: error.message }, 'could not record the end of a background work pass'));
     this.logger.log({ work: name, instance: this.instance, pass, duration_ms: Date.now() - startedAt }, 'background work ran');
     return true;
   }
