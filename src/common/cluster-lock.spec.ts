@@ -11,6 +11,7 @@ import { AppConfig } from '../config/app-config';
 import { buildDataSourceOptions } from '../database/data-source-options';
 import { openTestDatabase } from '../testing/pglite-database';
 import { ClusterLock, clusterLockKey, ClusterLockTimeoutError } from './cluster-lock';
+import { InstanceIdentity } from './instance-identity';
 
 /** The machine's PostgreSQL, as the e2e suite uses it (test/support/test-app.ts). */
 const POSTGRES_ADMIN_URL = process.env.POSTGRES_ADMIN_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -61,6 +62,10 @@ describe('ClusterLock', () => {
     expect(clusterLockKey('sandbox-sweep')).not.toBe(clusterLockKey('sandbox-reconcile'));
     const key = BigInt(clusterLockKey('sandbox-sweep'));
     expect(key >= -(2n ** 63n) && key < 2n ** 63n).toBe(true);
+  });
+
+  it('names the instance by its INSTANCE_ID', () => {
+    expect(new ClusterLock(undefined, new InstanceIdentity(AppConfig.fromEnvironment({ DATA_DIR: '/tmp/cluster-lock-spec', INSTANCE_ID: 'web-1' }))).instance).toBe('web-1');
   });
 
   it('without a database, runs the work in this process, one pass of a name at a time', async () => {

@@ -1,9 +1,10 @@
 import { Injectable, Logger, Optional } from '@nestjs/common';
-import { createHash, randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import { DataSource } from 'typeorm';
+import { generatedInstanceId } from '../config/app-config';
 import { PGlitePool } from '../database/pglite-driver';
+import { InstanceIdentity } from './instance-identity';
 
 /** PostgreSQL's lock_not_available: the wait for the lock outlasted lock_timeout. */
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -42,14 +43,16 @@ interface Session {
  */
 @Injectable()
 export class ClusterLock {
-  /** Names this instance in logs and in background_run. */
-  readonly instance = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  /** Names this instance in logs and in background_run: its INSTANCE_ID. */
+  readonly instance: string;
   private readonly logger = new Logger(ClusterLock.name);
   /** Work running in this process, by name. */
   private readonly running = new Map<string, Promise<unknown>>();
 
   /** Without a database (specs building services by hand) the work runs in this process only, unrecorded. */
-  constructor(@Optional() private readonly dataSource?: DataSource) {}
+  constructor(@Optional() private readonly dataSource?: DataSource, @Optional() identity?: InstanceIdentity) {
+    this.instance = identity?.id ?? generatedInstanceId();
+  }
 
   /**
    * Runs `work` unless work of that name is running already, here or in another instance; with

@@ -1,6 +1,7 @@
 import { Module, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ClusterLock } from '../../common/cluster-lock';
+import { InstanceIdentity } from '../../common/instance-identity';
 import { AppConfig } from '../../config/app-config';
 import { IntegrationsModule } from '../../integrations/integrations.module';
 import { SnapshotsModule } from '../snapshots/snapshots.module';
@@ -15,7 +16,7 @@ import { SecretsStore } from './secrets.store';
 @Module({
   imports: [TypeOrmModule.forFeature([Sandbox]), IntegrationsModule, SnapshotsModule],
   controllers: [SandboxesController, SandboxSnapshotsController],
-  providers: [SandboxesService, SecretsStore, SandboxAccessGuard, SandboxActivity, ClusterLock],
+  providers: [SandboxesService, SecretsStore, SandboxAccessGuard, SandboxActivity, ClusterLock, InstanceIdentity],
   exports: [SandboxesService, SandboxAccessGuard, SandboxActivity],
 })
 export class SandboxesModule implements OnModuleInit, OnModuleDestroy {
