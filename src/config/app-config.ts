@@ -39,6 +39,7 @@ export class AppConfig {
     uidCount: number;
     execOutputLimitBytes: number;
     execDefaultTimeoutSeconds: number;
+    sweepIntervalSeconds: number;
     bwrapBin: string;
     claudeBin: string;
   };
@@ -101,6 +102,7 @@ export class AppConfig {
       uidCount: env.SANDBOX_UID_COUNT,
       execOutputLimitBytes: env.EXEC_OUTPUT_LIMIT_BYTES,
       execDefaultTimeoutSeconds: env.EXEC_DEFAULT_TIMEOUT_SECONDS,
+      sweepIntervalSeconds: env.SANDBOX_SWEEP_INTERVAL_SECONDS,
       bwrapBin: env.BWRAP_BIN,
       claudeBin: resolve(env.CLAUDE_BIN ?? bundledClaudeBinary()),
     };

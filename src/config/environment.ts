@@ -119,6 +119,10 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(toInt) @IsInt() @Min(1)
   EXEC_DEFAULT_TIMEOUT_SECONDS: number = 120;
 
+  /** How often the idle/lifetime sweep runs (once per period across instances sharing a database); below the lifetime lead of 30 s. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(20)
+  SANDBOX_SWEEP_INTERVAL_SECONDS: number = 10;
+
   @IsOptional() @IsString()
   BWRAP_BIN: string = 'bwrap';
 

@@ -13,6 +13,7 @@ import { ObjectStore } from '../../integrations/storage/object-store';
 import { StorageUnavailableError } from '../../integrations/storage/object-store.errors';
 import { openTestDatabase } from '../../testing/pglite-database';
 import { strictMock } from '../../testing/strict-mock';
+import { ClusterLock } from '../../common/cluster-lock';
 import { SnapshotEngine } from '../snapshots/snapshot-engine';
 import { SnapshotsService } from '../snapshots/snapshots.service';
 import { Sandbox, SandboxConfig } from './sandbox.entity';
@@ -71,6 +72,7 @@ describe('SandboxesService (PGlite)', () => {
   beforeEach(async () => {
     for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
     await database.dataSource.query('DELETE FROM sandbox');
+    await database.dataSource.query('DELETE FROM background_run');
     [account, user] = await newAccount();
     [otherAccount] = await newAccount();
     base = await mkdtemp(join(tmpdir(), 'sandboxes-service-spec-'));
@@ -92,7 +94,7 @@ describe('SandboxesService (PGlite)', () => {
     secrets.resolve.mockImplementation((names) => names.map((name) => ({ name, values: SECRET_VALUES[name] })));
     snapshots = new SnapshotsService(new SnapshotEngine(store), config);
     activity = new SandboxActivity(rows);
-    service = new SandboxesService(rows, provider, secrets, snapshots, config, activity);
+    service = new SandboxesService(rows, provider, secrets, snapshots, config, activity, new ClusterLock(database.dataSource));
   }
 
   async function newAccount(): Promise<[string, string]> {
@@ -464,6 +466,31 @@ describe('SandboxesService (PGlite)', () => {
       await service.sweep();
 
       expect(await stored(idle.id)).toMatchObject({ status: 'terminated', exitReason: 'idle_timeout' });
+    });
+
+    it('decides again on the row as it is now: work that ended meanwhile, on any instance, keeps its sandbox', async () => {
+      const longAgo = new Date(Date.now() - 3_600_000);
+      const first = await storedSandbox({ providerSandboxId: 'prov-first', lastActivityAt: longAgo }, { idle_timeout_seconds: 60 });
+      const second = await storedSandbox({ providerSandboxId: 'prov-second', lastActivityAt: longAgo }, { idle_timeout_seconds: 60 });
+      // While the pass ends one of them, work in the other one ends (on another instance: not busy here).
+      provider.terminate.mockImplementation(async (id) => void (await rows.update({ providerSandboxId: id === 'prov-first' ? 'prov-second' : 'prov-first' }, { lastActivityAt: new Date() })));
+
+      await service.sweep();
+
+      expect(provider.terminate).toHaveBeenCalledTimes(1);
+      expect([(await stored(first.id)).status, (await stored(second.id)).status].sort()).toEqual(['running', 'terminated']);
+    });
+
+    it('runs one pass per SANDBOX_SWEEP_INTERVAL_SECONDS through sweepOnce, recorded with the instance that ran it', async () => {
+      const idle = await storedSandbox({ providerSandboxId: 'prov-idle', lastActivityAt: new Date(Date.now() - 3_600_000) }, { idle_timeout_seconds: 60 });
+      provider.terminate.mockResolvedValue(undefined);
+
+      expect(await service.sweepOnce()).toBe(true);
+      expect(await service.sweepOnce()).toBe(false);
+
+      expect(await stored(idle.id)).toMatchObject({ status: 'terminated', exitReason: 'idle_timeout' });
+      const [record] = await database.dataSource.query(`SELECT passes, instance, last_finished_at FROM background_run WHERE name = 'sandbox-sweep'`);
+      expect({ ...record, passes: Number(record.passes) }).toMatchObject({ passes: 1, instance: expect.any(String), last_finished_at: expect.any(Date) });
     });
 
     it('never idle-stops a sandbox with work in progress, and counts idleness from the end of the last work', async () => {

@@ -4,6 +4,7 @@ import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
 import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
+import { ClusterLock } from '../../common/cluster-lock';
 import { InvalidInputError } from '../../common/domain-error';
 import { assertSafeKeyPrefix } from '../../common/key-prefix';
 import type { SnapshotStats } from '../snapshots/snapshot.types';
@@ -22,6 +23,11 @@ export const DEFAULT_VOLUME_NAME = 'default';
 export const DEFAULT_MOUNT_PATH = '/mnt/workspace';
 /** The sweep ends a sandbox this close to its lifetime itself, so its final snapshot is still possible. */
 const LIFETIME_LEAD_MS = 30_000;
+/** How long a starting instance waits for another one's reconciliation before giving up its start. */
+const RECONCILE_WAIT_MS = 5 * 60_000;
+/** Names of the background work instances sharing a database run one at a time (ClusterLock). */
+export const SWEEP_WORK = 'sandbox-sweep';
+export const RECONCILE_WORK = 'sandbox-reconcile';
 
 export interface Page<T> {
   items: T[];
@@ -39,6 +45,8 @@ export class SandboxesService implements OnApplicationBootstrap {
     private readonly snapshots: SnapshotsService,
     private readonly config: AppConfig,
     private readonly activity: SandboxActivity,
+    // The default serves specs that build the service by hand: this process only.
+    private readonly cluster: ClusterLock = new ClusterLock(),
   ) {}
 
   private reconciled?: Promise<void>;
@@ -53,10 +61,11 @@ export class SandboxesService implements OnApplicationBootstrap {
    * Once per start of the service (runs wait for it before following their agents again):
    * re-attach every sandbox that still runs, record how the others ended while the service was
    * away, and stop engine sandboxes no row accounts for (the service stopped between creating one
-   * and saving it).
+   * and saving it). Instances sharing a database reconcile one after another, never together: two
+   * starting at once would otherwise both record the same ends and stop the same orphans.
    */
   reconcileAfterRestart(): Promise<void> {
-    this.reconciled ??= this.reconcile();
+    this.reconciled ??= this.cluster.runWhenFree(RECONCILE_WORK, () => this.reconcile(), RECONCILE_WAIT_MS);
     return this.reconciled;
   }
 
@@ -236,16 +245,32 @@ export class SandboxesService implements OnApplicationBootstrap {
   }
 
   /**
-   * Called periodically: ends sandboxes idle for longer than their idle timeout, and those about to
-   * reach their lifetime (before the engine stops them, which would leave no way to snapshot on Modal).
+   * What each instance's timer calls every SANDBOX_SWEEP_INTERVAL_SECONDS: one sweep pass per
+   * period among the instances sharing the database, never two at once. False when skipped.
+   */
+  sweepOnce(): Promise<boolean> {
+    return this.cluster.runExclusive(SWEEP_WORK, () => this.sweep(), { oncePerMs: this.config.sandbox.sweepIntervalSeconds * 1000 });
+  }
+
+  /**
+   * Ends sandboxes idle for longer than their idle timeout, and those about to reach their lifetime
+   * (before the engine stops them, which would leave no way to snapshot on Modal). Idle: the stored
+   * last activity is older than the idle timeout, and no work is in progress on this instance.
    */
   async sweep(now = new Date()): Promise<void> {
     const running = await this.sandboxes.findBy({ status: 'running' });
-    for (const sandbox of running) {
-      const idle = isIdle(sandbox, now) && !this.activity.isBusy(sandbox.id);
-      const reason = idle ? 'idle_timeout' : lifetimeEndsSoon(sandbox, now) ? 'timeout' : undefined;
-      if (reason) await this.endWithFinalSnapshot(sandbox, reason).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'sweep could not end the sandbox'));
+    for (const listed of running) {
+      if (!this.endReason(listed, now)) continue;
+      // Decided again on the row as it is now: a pass takes a while (final snapshots), and work may have ended meanwhile, on any instance.
+      const sandbox = await this.sandboxes.findOneBy({ id: listed.id, status: 'running' });
+      const reason = sandbox && this.endReason(sandbox, now);
+      if (sandbox && reason) await this.endWithFinalSnapshot(sandbox, reason).catch((error) => this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'sweep could not end the sandbox'));
     }
+  }
+
+  private endReason(sandbox: Sandbox, now: Date): 'idle_timeout' | 'timeout' | undefined {
+    if (isIdle(sandbox, now) && !this.activity.isBusy(sandbox.id)) return 'idle_timeout';
+    return lifetimeEndsSoon(sandbox, now) ? 'timeout' : undefined;
   }
 
   /** Nobody waits for this end to answer, so a failed final snapshot is logged and the sandbox ends anyway. */
