@@ -1,22 +1,41 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { Repository } from 'typeorm';
+import { In, Repository } from 'typeorm';
 import { Sandbox } from './sandbox.entity';
 
+/** How often work in progress here is written to its sandboxes' `last_activity_at`, for the other instances. */
+const BUSY_HEARTBEAT_MS = 3_000;
+
 /**
- * Work in progress in a sandbox on this instance: active runs, execs, open event streams. A sandbox
- * with any is never idle; its idle clock restarts when the last one ends.
+ * Work in progress in a sandbox on this instance: active runs, execs, open event streams, file
+ * transfers. A sandbox with any is never idle; its idle clock restarts when the last one ends.
+ * Other instances (whichever runs the sweep) see it through `last_activity_at`, which is kept
+ * fresh while work goes on here (the shortest idle timeout is 10 s).
  */
 @Injectable()
-export class SandboxActivity {
+export class SandboxActivity implements OnModuleDestroy {
   private readonly inFlight = new Map<string, number>();
   private readonly endingListeners = new Set<EndingListener>();
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(@InjectRepository(Sandbox) private readonly sandboxes: Repository<Sandbox>) {}
+
+  onModuleDestroy(): void {
+    clearInterval(this.heartbeat);
+  }
+
+  private keepBusySandboxesFresh(): void {
+    this.heartbeat ??= setInterval(() => {
+      const busy = [...this.inFlight.keys()];
+      if (busy.length === 0) return;
+      this.sandboxes.update({ id: In(busy) }, { lastActivityAt: new Date() }).catch(() => undefined);
+    }, BUSY_HEARTBEAT_MS).unref();
+  }
 
   /** Marks work as begun; the returned function (idempotent) ends it and records the activity. */
   begin(sandboxId: string): () => Promise<void> {
     this.inFlight.set(sandboxId, (this.inFlight.get(sandboxId) ?? 0) + 1);
+    this.keepBusySandboxesFresh();
     let ended = false;
     return async () => {
       if (ended) return;

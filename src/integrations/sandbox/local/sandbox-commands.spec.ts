@@ -72,7 +72,7 @@ describe('launchArgv', () => {
     expect(bwrap.join(' ')).toContain('--userns-block-fd 4 --info-fd 3');
     expect(bwrap.join(' ')).toContain('--cap-drop ALL --cap-add CAP_CHOWN');
     expect(bwrap).not.toContain('CAP_SYS_ADMIN');
-    expect(bwrap.join(' ')).toContain('--seccomp 5 --bind /run/root / --dev /dev --proc /proc --ro-bind /run/init /run/sandbox-init');
+    expect(bwrap.join(' ')).toContain('--seccomp 5 --bind /run/root / --dev /dev --proc /proc --tmpfs /run --perms 1777 --dir /run/lock --ro-bind /run/init /run/sandbox-init');
   });
 });
 
