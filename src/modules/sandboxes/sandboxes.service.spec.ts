@@ -340,6 +340,22 @@ describe('SandboxesService (PGlite)', () => {
   });
 
   describe('after a service restart', () => {
+    it('in a cluster, leaves a sandbox another instance may be creating right now, and that account’s engine sandboxes without a row yet', async () => {
+      const clustered = new SandboxesService(rows, provider, strictMock<SecretsStore>('secrets', []), snapshots, AppConfig.fromEnvironment({ DATA_DIR: '/tmp/sandboxes-service-spec', DATABASE_URL: 'postgres://cluster.invalid/db' }), activity, new ClusterLock(database.dataSource));
+      const beingCreated = await storedSandbox({ status: 'creating', providerSandboxId: null });
+      const leftBehind = await storedSandbox({ accountId: otherAccount, status: 'creating', providerSandboxId: null });
+      await rows.update({ id: leftBehind.id }, { createdAt: new Date(Date.now() - 11 * 60_000) });
+      provider.runningSandboxIds.mockImplementation(async (accountId) => (accountId === account ? ['prov-being-created'] : ['prov-orphan']));
+      provider.terminate.mockResolvedValue(undefined);
+
+      await clustered.onApplicationBootstrap();
+
+      expect(await stored(beingCreated.id)).toMatchObject({ status: 'creating' });
+      expect(await stored(leftBehind.id)).toMatchObject({ status: 'error', exitReason: 'creation_interrupted' });
+      expect(provider.terminate).not.toHaveBeenCalledWith('prov-being-created');
+      expect(provider.terminate).toHaveBeenCalledWith('prov-orphan');
+    });
+
     it('re-attaches sandboxes the engine still runs and records how the others ended', async () => {
       const alive = await storedSandbox({ providerSandboxId: 'prov-alive' });
       const gone = await storedSandbox({ providerSandboxId: 'prov-gone' });

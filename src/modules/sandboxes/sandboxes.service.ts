@@ -23,6 +23,8 @@ export const DEFAULT_VOLUME_NAME = 'default';
 export const DEFAULT_MOUNT_PATH = '/mnt/workspace';
 /** The sweep ends a sandbox this close to its lifetime itself, so its final snapshot is still possible. */
 const LIFETIME_LEAD_MS = 30_000;
+/** A sandbox row without an engine sandbox this young may still be in creation by another instance. */
+const CREATING_GRACE_MS = 10 * 60_000;
 /** How long a starting instance waits for another one's reconciliation before giving up its start. */
 const RECONCILE_WAIT_MS = 5 * 60_000;
 /** Names of the background work instances sharing a database run one at a time (ClusterLock). */
@@ -72,8 +74,14 @@ export class SandboxesService implements OnApplicationBootstrap {
   private async reconcile(): Promise<void> {
     const active = await this.sandboxes.findBy({ status: In([...ACTIVE_SANDBOX_STATUSES]) });
     const attached = new Set<string>();
+    const creatingElsewhere = new Set<string>();
     for (const sandbox of active) {
       if (sandbox.providerSandboxId === null) {
+        // Another live instance may be creating it right now (a rolling restart): only an old one was left behind.
+        if (this.isClustered && Date.now() - sandbox.createdAt.getTime() < CREATING_GRACE_MS) {
+          creatingElsewhere.add(sandbox.accountId);
+          continue;
+        }
         await this.markEnded(sandbox, 'error', 'creation_interrupted', 'The service stopped while this sandbox was being created');
         continue;
       }
@@ -92,12 +100,18 @@ export class SandboxesService implements OnApplicationBootstrap {
         await this.markEnded(sandbox, state.status, state.exitReason);
       }
     }
-    await this.terminateOrphans(attached);
+    await this.terminateOrphans(attached, creatingElsewhere);
   }
 
-  private async terminateOrphans(attached: Set<string>): Promise<void> {
+  /** Several instances may share the database (PostgreSQL); the embedded PGlite allows one. */
+  private get isClustered(): boolean {
+    return Boolean(this.config.database.url);
+  }
+
+  /** An account with a sandbox being created elsewhere is left for a later start: its engine sandbox has no row yet. */
+  private async terminateOrphans(attached: Set<string>, creatingElsewhere: Set<string>): Promise<void> {
     const accounts: { accountId: string }[] = await this.sandboxes.createQueryBuilder('sandbox').select('DISTINCT sandbox.account_id', 'accountId').getRawMany();
-    for (const { accountId } of accounts) {
+    for (const { accountId } of accounts.filter((account) => !creatingElsewhere.has(account.accountId))) {
       const running = await this.provider.runningSandboxIds(accountId).catch((error) => {
         this.logger.warn({ account_id: accountId, error: describe(error) }, 'could not list the engine’s sandboxes');
         return undefined;
