@@ -59,6 +59,29 @@ describe('a hostile tenant with a root shell cannot reach the host or its networ
     await tenant.remove(id);
   });
 
+  it('cannot reach an address the host gains after the sandbox started (a new interface, VPN or bridge)', async () => {
+    const created = await tenant.user.post('/api/sandboxes', { volume_mount_path: '/workspace', network: 'internet' });
+    expect(created.status).toBe(201);
+    const id = created.body.data.sandbox_id as string;
+    // TEST-NET-3, public as far as the filter's fixed ranges go: only its being the host's makes it forbidden.
+    const address = '203.0.113.77';
+    const link = `mssnew${process.pid % 100000}`;
+    execFileSync('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`]);
+    try {
+      execFileSync('ip', ['addr', 'add', `${address}/32`, 'dev', link]);
+      execFileSync('ip', ['link', 'set', link, 'up']);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+
+      const outcome = await tenant.sh(id, `echo "$(${tcpProbe(address, portOf(tcpListener))})"`, 30);
+
+      expect(outcome.stdout.trim()).toBe('refused');
+      expect(tcpReached).toEqual([]);
+    } finally {
+      execFileSync('ip', ['link', 'del', link]);
+    }
+    await tenant.remove(id);
+  });
+
   it('reaches no cloud metadata endpoint and sends no UDP datagram to the host', async () => {
     const id = await tenant.create({ network: 'internet' });
     const udpPort = (udpListener.address() as { port: number }).port;

@@ -42,7 +42,7 @@ export function startArgv(dir: string, command: string[]): string[] {
   const wrapper = [
     'd=$1; shift',
     'echo $$ > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"',
-    '"$@" > "$d/stdout" 2> "$d/stderr" < /dev/null &',
+    '"$@" >> "$d/stdout" 2>> "$d/stderr" < /dev/null &',
     'wait $!; code=$?',
     // The followers learn of the end from the logs themselves (at once), not by polling the pid.
     `printf "\\n${END_OF_RUN} %s\\n" "$code" >> "$d/stdout"; printf "\\n${END_OF_RUN} %s\\n" "$code" >> "$d/stderr"`,
@@ -54,6 +54,8 @@ export function startArgv(dir: string, command: string[]): string[] {
     'mkdir -p -m 700 "$d"',
     '[ ! -e "$d/started" ] || { echo "run already started" >&2; exit 125; }',
     ': > "$d/started"',
+    // The logs exist before anyone may follow them (a follower waits only for the pid file).
+    ': > "$d/stdout" && : > "$d/stderr"',
     // setsid: a background job is no group leader, so setsid makes it a session leader in place (no fork).
     `setsid /bin/sh -c '${wrapper}' sh "$d" "$@" > /dev/null 2>&1 < /dev/null &`,
     // The exec ends once the agent is known to run: its pid file is the proof.

@@ -38,7 +38,7 @@ import {
 } from './sandbox-environment';
 import { megabytes, mountSource, SandboxDisks } from './sandbox-disk';
 import { SandboxLauncher } from './sandbox-launcher';
-import { egressRules, HOST_ADDRESS_IN_SANDBOX, hostResolvers, ownHostAddresses, proxyEnvironment, SandboxNetworkStack } from './sandbox-network';
+import { attachEgressFilter, egressRules, HOST_ADDRESS_IN_SANDBOX, hostAddressDenial, hostResolvers, ownHostAddresses, proxyEnvironment, SandboxNetworkStack } from './sandbox-network';
 import { SandboxSpawner } from './sandbox-spawner';
 import type { KeptExit } from './sandbox-spawner.helper';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
@@ -54,6 +54,7 @@ const SHUTDOWN_STEP_MS = 15_000;
 /** A spare exec process is spawned this long after the previous one was used, not in its way. */
 const SPARE_DELAY_MS = 10;
 const TOMBSTONE_SUFFIX = '.ended.json';
+const HOST_ADDRESS_POLL_MS = 250;
 const TOMBSTONE_KEEP_MS = 7 * 24 * 3600 * 1000;
 /** How often the engine checks that the sandboxes it no longer hears from directly (re-attached ones) still run. */
 const LIVENESS_POLL_MS = 1_000;
@@ -98,6 +99,8 @@ interface LocalSandbox extends ProcessDefaults {
   state: SandboxState;
   lifetimeTimer?: NodeJS.Timeout;
   stopping?: Promise<void>;
+  /** The host addresses its egress filters deny (unknown after a restart until denied again). */
+  deniedHostAddresses?: Set<string>;
 }
 
 /** Written once a sandbox runs; a sandbox directory without it was never handed out. */
@@ -142,6 +145,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private closing = false;
   private cgroupHostOnce?: Promise<CgroupHostOptions>;
   private livenessTimer?: NodeJS.Timeout;
+  private hostAddressTimer?: NodeJS.Timeout;
+  private denyingNewAddresses?: Promise<void>;
 
   constructor(
     private readonly config: AppConfig,
@@ -176,6 +181,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   async onApplicationShutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.livenessTimer);
+    clearInterval(this.hostAddressTimer);
     for (const sandbox of this.sandboxes.values()) clearTimeout(sandbox.lifetimeTimer);
     const warm = this.warm.splice(0);
     const discarded = Promise.all(warm.map((pending) => pending.then((prepared) => this.discard(prepared)).catch(() => undefined)));
@@ -264,13 +270,50 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       sandbox.networkEnv = proxyEnvironment(`http://${HOST_ADDRESS_IN_SANDBOX}:${proxyPort}`);
       sandbox.env = { ...sandbox.networkEnv, ...sandbox.env };
     }
+    const hostAddresses = ownHostAddresses();
     const { rules, defaultVerdict } = egressRules(spec.network, {
       gatewayPort: this.gateway.port,
       proxyPort,
       resolvers: await hostResolvers(),
-      hostAddresses: ownHostAddresses(),
+      hostAddresses,
     });
     await sandbox.network!.applyPolicy(rules, defaultVerdict);
+    sandbox.deniedHostAddresses = new Set(hostAddresses);
+    this.watchHostAddresses();
+  }
+
+  /**
+   * A sandbox's filter denies the host's addresses as they were when it started. The host may gain
+   * more (an interface, a VPN, a container bridge): checked four times a second, each new one is
+   * denied to every running sandbox at once, by one more filter program beside its own.
+   */
+  private watchHostAddresses(): void {
+    this.hostAddressTimer ??= setInterval(() => {
+      this.denyingNewAddresses ??= this.denyNewHostAddresses().finally(() => (this.denyingNewAddresses = undefined));
+    }, HOST_ADDRESS_POLL_MS).unref();
+  }
+
+  private async denyNewHostAddresses(): Promise<void> {
+    const current = ownHostAddresses();
+    await Promise.all([...this.sandboxes.values()].filter((sandbox) => sandbox.state.status === 'running').map((sandbox) => this.denyHostAddresses(sandbox, current)));
+  }
+
+  /** Denies to the sandbox those of `addresses` its filters do not deny yet. */
+  private async denyHostAddresses(sandbox: LocalSandbox, addresses: string[]): Promise<void> {
+    const denied = (sandbox.deniedHostAddresses ??= new Set());
+    const added = addresses.filter((address) => !denied.has(address));
+    const filterDir = sandbox.natCgroups.v2Dir;
+    if (added.length === 0 || !filterDir) return;
+    const { rules, defaultVerdict } = hostAddressDenial(added);
+    try {
+      await attachEgressFilter(this.spawner, this.helper!.egressFilter, filterDir, rules, defaultVerdict);
+      for (const address of added) denied.add(address);
+      this.logger.log(`sandbox ${sandbox.id}: denied ${added.length} host addresses the host gained since it started`);
+    } catch (error) {
+      // A sandbox that can reach the host is worse than one stopped: it ends.
+      this.logger.error(`sandbox ${sandbox.id}: could not deny new host addresses (${(error as Error).message}); stopping it`);
+      await this.stop(sandbox, { status: 'error', exitReason: 'egress_filter_failed' });
+    }
   }
 
   volume(accountId: string, volumeName: string): VolumeAccess {
@@ -375,6 +418,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
     };
     await this.reopenEgressProxy(sandbox, spec, persisted.proxyPort);
+    // The host may have gained addresses while no service watched: they are denied to it before it is used again.
+    await this.denyHostAddresses(sandbox, ownHostAddresses());
+    this.watchHostAddresses();
     this.sandboxes.set(providerSandboxId, sandbox);
     this.armLifetime(sandbox, persisted.expiresAt);
     this.watchLiveness();

@@ -1,4 +1,4 @@
-import { egressFilterArguments, egressRules, type HostEndpoints } from './sandbox-network';
+import { egressFilterArguments, egressRules, ipv6Addresses, localIpv4Routes, type HostEndpoints } from './sandbox-network';
 
 const host: HostEndpoints = { gatewayPort: 4100, resolvers: ['10.255.255.53'], hostAddresses: ['192.0.2.2', 'fd00::2'] };
 const network = (mode: 'none' | 'internet' | 'allowlist', cidrAllowlist: string[] = []) => ({ mode, cidrAllowlist, allowedDomains: [] });
@@ -46,5 +46,19 @@ describe('egressRules', () => {
 describe('egressFilterArguments', () => {
   it('writes four words per rule and the default last', () => {
     expect(egressFilterArguments([{ verdict: 'deny', cidr: '10.0.0.0/8', protocol: 'any', port: 0 }], 'allow')).toEqual(['deny', '10.0.0.0/8', 'any', '0', 'default', 'allow']);
+  });
+});
+
+describe('the host addresses read from the kernel', () => {
+  it('takes every /32 host LOCAL entry of fib_trie, whatever its interface', () => {
+    const fibTrie = ['Local:', '  +-- 0.0.0.0/0 3 0 5', '     |-- 127.0.0.1', '        /32 host LOCAL', '     |-- 203.0.113.77', '        /32 host LOCAL', '     |-- 203.0.113.255', '        /32 link BROADCAST', '     |-- 10.0.0.0', '        /8 universe UNICAST'].join('\n');
+
+    expect(localIpv4Routes(fibTrie)).toEqual(['127.0.0.1', '203.0.113.77']);
+  });
+
+  it('writes each /proc/net/if_inet6 address in colon notation', () => {
+    const ifInet6 = '00000000000000000000000000000001 01 80 10 80       lo\nfd000000000000000000000000000002 02 40 00 80     eth0\n';
+
+    expect(ipv6Addresses(ifInet6)).toEqual(['0:0:0:0:0:0:0:1', 'fd00:0:0:0:0:0:0:2']);
   });
 });

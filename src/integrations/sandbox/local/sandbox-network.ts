@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { networkInterfaces } from 'node:os';
@@ -65,6 +66,25 @@ function hostCidr(address: string): string {
   return address.includes(':') ? `${address}/128` : `${address}/32`;
 }
 
+/**
+ * Rules that deny these host addresses and allow everything else: attached beside a sandbox's own
+ * filter (every attached program must allow a connection), for addresses the host gained after it.
+ */
+export function hostAddressDenial(addresses: string[]): { rules: EgressRule[]; defaultVerdict: 'allow' } {
+  return { rules: addresses.map((address) => ({ verdict: 'deny' as const, cidr: hostCidr(address), protocol: 'any' as const, port: 0 })), defaultVerdict: 'allow' };
+}
+
+/** Attaches one more egress filter program to a NAT's cgroup v2 directory (the helper attaches and exits). */
+export async function attachEgressFilter(spawner: SandboxSpawner, egressFilter: string, filterDir: string, rules: EgressRule[], defaultVerdict: 'allow' | 'deny'): Promise<void> {
+  const filter = await spawner.spawn(egressFilter, [filterDir, ...egressFilterArguments(rules, defaultVerdict)], { stdioCount: 3 });
+  let errors = '';
+  filter.stdio[2].on('data', (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-ERROR_TAIL_CHARS)));
+  filter.stdio[1].resume();
+  filter.stdio[0].end();
+  const code = await new Promise<number | null>((resolve) => filter.once('close', (exitCode: number | null) => resolve(exitCode)));
+  if (code !== 0) throw new ProviderFailureError('sandbox', `the egress filter could not be attached: ${errors.trim() || `exit ${code}`}`);
+}
+
 /** The egress filter's argv after its cgroup directory. */
 export function egressFilterArguments(rules: EgressRule[], defaultVerdict: 'allow' | 'deny'): string[] {
   return [...rules.flatMap((rule) => [rule.verdict, rule.cidr, rule.protocol, String(rule.port)]), 'default', defaultVerdict];
@@ -76,12 +96,47 @@ export function proxyEnvironment(proxyUrl: string): Record<string, string> {
   return { HTTP_PROXY: proxyUrl, HTTPS_PROXY: proxyUrl, http_proxy: proxyUrl, https_proxy: proxyUrl, NO_PROXY: direct, no_proxy: direct };
 }
 
-/** The host's own interface addresses (IPv6 zone ids dropped). */
+/**
+ * Every address the host accepts connections on as its own, from the kernel's tables: the local
+ * IPv4 routes (/proc/net/fib_trie) and the IPv6 addresses (/proc/net/if_inet6), whatever the state
+ * of their interfaces (Node's list leaves out interfaces without carrier, whose addresses are still
+ * local), plus Node's list (IPv6 zone ids dropped).
+ */
 export function ownHostAddresses(): string[] {
-  return Object.values(networkInterfaces())
+  const fromNode = Object.values(networkInterfaces())
     .flat()
     .filter((entry) => entry !== undefined)
     .map((entry) => entry.address.replace(/%.*$/, ''));
+  return [...new Set([...fromNode, ...localIpv4Routes(readProcFile('/proc/net/fib_trie')), ...ipv6Addresses(readProcFile('/proc/net/if_inet6'))])];
+}
+
+function readProcFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** The addresses of `/32 host LOCAL` entries of /proc/net/fib_trie: the host's own IPv4 addresses. */
+export function localIpv4Routes(fibTrie: string): string[] {
+  const addresses = new Set<string>();
+  let last: string | undefined;
+  for (const line of fibTrie.split('\n')) {
+    const leaf = /\|-- (\d+\.\d+\.\d+\.\d+)$/.exec(line.trim() === '' ? '' : line.trimEnd());
+    if (leaf) last = leaf[1];
+    else if (last && /^\s*\/32 host LOCAL$/.test(line)) addresses.add(last);
+  }
+  return [...addresses];
+}
+
+/** The addresses of /proc/net/if_inet6 (32 hex digits each) in their usual notation. */
+export function ipv6Addresses(ifInet6: string): string[] {
+  return ifInet6
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/)[0])
+    .filter((hex) => /^[0-9a-f]{32}$/.test(hex))
+    .map((hex) => (hex.match(/.{4}/g) as string[]).map((group) => group.replace(/^0{1,3}/, '')).join(':'));
 }
 
 /** The `nameserver` lines of the host's resolv.conf. */
