@@ -3,6 +3,12 @@ import { lookup } from 'node:dns/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, BlockList, connect, isIP, type Socket } from 'node:net';
 import { buildBlockList, domainAllowed, isAllowedDestination } from './egress-rules';
+import { ownHostAddresses } from './sandbox-network';
+
+/** The kernel's list of the host's addresses, in the shape of os.networkInterfaces(). */
+function hostAddressesAsInterfaces() {
+  return { host: ownHostAddresses().map((address) => ({ address, family: address.includes(':') ? 'IPv6' : 'IPv4' })) };
+}
 
 export interface EgressPolicy {
   /** Host names and `*.example.com` wildcards, already normalized by the API. */
@@ -50,13 +56,14 @@ interface Listener {
 export class EgressProxy {
   private readonly listeners = new Map<string, Listener>();
   private readonly resolve: Resolver;
-  private readonly blockList: BlockList;
+  /** Fixed (tests), or undefined: built at each check from the host's addresses of that moment. */
+  private readonly fixedBlockList?: BlockList;
   private readonly limits: typeof DEFAULTS;
   private readonly logger: Pick<Logger, 'warn'>;
 
   constructor(options: EgressProxyOptions = {}) {
     this.resolve = options.resolve ?? ((host) => lookup(host, { all: true, verbatim: true }));
-    this.blockList = options.blockList ?? buildBlockList();
+    this.fixedBlockList = options.blockList;
     this.limits = {
       maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
       connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
@@ -169,7 +176,9 @@ export class EgressProxy {
       throw new EgressUnreachable(`egress: cannot resolve ${name}`);
     });
     if (addresses.length === 0) throw new EgressUnreachable(`egress: cannot resolve ${name}`);
-    if (addresses.some(({ address }) => !isAllowedDestination(address, this.blockList))) deny('resolves to a blocked address');
+    // The host's addresses as they are now: an interface added since the service started is its own too.
+    const blockList = this.fixedBlockList ?? buildBlockList(hostAddressesAsInterfaces);
+    if (addresses.some(({ address }) => !isAllowedDestination(address, blockList))) deny('resolves to a blocked address');
     const socket = connect({ host: addresses[0].address, port, family: addresses[0].family === 6 ? 6 : 4 });
     this.track(sockets, socket);
     try {

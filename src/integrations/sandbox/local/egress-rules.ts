@@ -79,7 +79,8 @@ export function blockedRangeContaining(cidr: Cidr): string | undefined {
   return lists.find((blocked) => cidrContains(parseCidr(blocked), cidr));
 }
 
-export type InterfaceLister = typeof networkInterfaces;
+/** What buildBlockList needs of os.networkInterfaces(). */
+export type InterfaceLister = () => Record<string, Array<{ address: string; family: string }> | undefined>;
 
 /** The fixed blocked ranges plus every address of this host (a sandbox must not reach the host's services). */
 export function buildBlockList(listInterfaces: InterfaceLister = networkInterfaces): BlockList {
