@@ -5,6 +5,8 @@ import { strictMock } from '../../testing/strict-mock';
 import { RunEvent } from './run-event.entity';
 import { RunEventLog, StoredEvent } from './run-event-log';
 import { singleInstanceFeed } from '../../testing/run-fixtures';
+import { RunEventFeed } from './run-event-feed';
+import { lastValueFrom, toArray } from 'rxjs';
 
 const RUN = 'run-1';
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -155,6 +157,7 @@ describe('RunEventLog (real PGlite database)', () => {
   let insert: jest.SpyInstance;
   let log: RunEventLog;
   let runId: string;
+  let feed: RunEventFeed;
 
   beforeAll(async () => {
     database = await openTestDatabase();
@@ -166,7 +169,8 @@ describe('RunEventLog (real PGlite database)', () => {
     jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     repository = dataSource.getRepository(RunEvent);
     insert = jest.spyOn(repository, 'insert');
-    log = new RunEventLog(repository, singleInstanceFeed(dataSource));
+    feed = singleInstanceFeed(dataSource);
+    log = new RunEventLog(repository, feed);
     runId = await insertRun(dataSource);
     log.open(runId);
   });
@@ -266,6 +270,32 @@ describe('RunEventLog (real PGlite database)', () => {
       [2, 'stderr', 8],
       [3, null, null],
     ]);
+  });
+
+  describe('a run another instance writes', () => {
+    it('streams it to every subscriber of this instance from one shared reader: replay, then each new row once, in order, until done', async () => {
+      const writer = new RunEventLog(repository, singleInstanceFeed(dataSource));
+      const reader = new RunEventLog(repository, feed);
+      writer.open(runId);
+      await writer.append(runId, 'system', { n: 1 });
+      const find = jest.spyOn(repository, 'find');
+      const first = lastValueFrom(reader.follow(runId, 0).pipe(toArray()));
+      const second = lastValueFrom(reader.follow(runId, 1).pipe(toArray()));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const readsBefore = find.mock.calls.length;
+
+      for (let n = 2; n <= 5; n++) {
+        await writer.append(runId, 'assistant', { n });
+        feed.signal(runId); // what the instance's LISTEN connection does on the trigger's notification
+      }
+      await writer.append(runId, 'done', {});
+      feed.signal(runId);
+
+      expect((await first).map((event) => event.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect((await second).map((event) => event.seq)).toEqual([2, 3, 4, 5, 6]);
+      // Two subscribers, one reader: its reads per change, not one per subscriber.
+      expect(find.mock.calls.length - readsBefore).toBeLessThanOrEqual(6);
+    });
   });
 
   describe('resumePoint', () => {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable, Logger } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { concat, defer, from, mergeMap, Observable, ReplaySubject, Subject, takeWhile } from 'rxjs';
+import { concat, defer, from, mergeMap, Observable, ReplaySubject, Subject, type Subscription, takeWhile } from 'rxjs';
 import { MoreThan, Repository } from 'typeorm';
 import type { ResumePoint } from '../../integrations/claude/claude.agent';
 import type { LogPosition } from '../../integrations/claude/claude.events';
@@ -19,6 +19,14 @@ const UNIQUE_VIOLATION = '23505';
 const FOREIGN_KEY_VIOLATION = '23503';
 
 type EventRow = Omit<RunEvent, 'run' | 'createdAt' | 'data'> & { data: object };
+
+interface SharedTail {
+  events: Subject<StoredEvent>;
+  /** Settles once the reader knows where it starts. */
+  ready: Promise<void>;
+  watchers: number;
+  stop(): void;
+}
 
 interface WriteQueue {
   nextSeq: number;
@@ -43,6 +51,8 @@ export interface StoredEvent {
 export class RunEventLog {
   private readonly live = new Map<string, Subject<StoredEvent>>();
   private readonly writes = new Map<string, WriteQueue>();
+  /** Readers of runs written by other instances, one per run (see tailOf). */
+  private readonly tails = new Map<string, SharedTail>();
 
   private readonly logger = new Logger(RunEventLog.name);
 
@@ -182,42 +192,88 @@ export class RunEventLog {
   }
 
   /**
-   * A run this instance does not write (another instance runs it, or it has ended): its rows after
-   * `afterSeq`, read again whenever the feed says it has new ones (and every few seconds, should a
-   * notification be lost), in seq order with no gap, until `done`; ends when the service stops.
+   * A run this instance does not write (another instance runs it, or it has ended): its stored
+   * events after `afterSeq`, then the new ones as this instance's one reader of the run reads them
+   * (see tailOf), deduplicated by seq, until `done`; ends when the service stops.
    */
   private followThroughDatabase(runId: string, afterSeq: number): Observable<StoredEvent> {
     return new Observable<StoredEvent>((subscriber) => {
-      let lastSeq = afterSeq;
-      let reading = false;
-      let readAgain = false;
-      const read = async (): Promise<void> => {
-        if (reading) return void (readAgain = true);
-        reading = true;
-        try {
-          do {
-            readAgain = false;
-            for (const event of await this.rowsAfter(runId, lastSeq)) {
-              if (event.seq !== lastSeq + 1 || subscriber.closed) break; // a later read fills a gap
+      const tail = this.tailOf(runId);
+      tail.watchers++;
+      let inner: Subscription | undefined;
+      let closed = false;
+      // The reader's starting point is known before the replay is read: nothing falls between the two.
+      void tail.ready.then(() => {
+        if (closed) return;
+        const buffered = new ReplaySubject<StoredEvent>();
+        const live = tail.events.subscribe(buffered);
+        let lastSeq = afterSeq;
+        inner = concat(this.stored(runId, afterSeq), buffered)
+          .pipe(
+            mergeMap((event) => {
+              if (event.seq <= lastSeq) return [];
               lastSeq = event.seq;
-              subscriber.next(event);
-              if (event.type === 'done') return subscriber.complete();
-            }
-          } while (readAgain && !subscriber.closed);
-        } catch (error) {
-          this.logger.warn({ run_id: runId, err: error }, 'could not read run events; reading again at the next change');
-        } finally {
-          reading = false;
-        }
-      };
-      const changes = this.feed.changes(runId).subscribe({ next: () => void read(), complete: () => subscriber.complete() });
-      const poll = setInterval(() => void read(), SAFETY_POLL_MS);
-      void read();
+              return [event];
+            }),
+            takeWhile((event) => event.type !== 'done', true),
+          )
+          .subscribe(subscriber);
+        inner.add(live);
+      });
       return () => {
-        changes.unsubscribe();
-        clearInterval(poll);
+        closed = true;
+        inner?.unsubscribe();
+        if (--tail.watchers === 0) tail.stop();
       };
     });
+  }
+
+  /**
+   * This instance's one reader of a run written elsewhere, shared by all its subscribers here: from
+   * the newest row at its start, it reads the new rows whenever the feed says there are some (and
+   * every few seconds, should a notification be lost), in seq order with no gap, until `done`.
+   */
+  private tailOf(runId: string): SharedTail {
+    const existing = this.tails.get(runId);
+    if (existing) return existing;
+    const events = new Subject<StoredEvent>();
+    let lastSeq = 0;
+    let reading = false;
+    let readAgain = false;
+    let stopped = false;
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      changes.unsubscribe();
+      clearInterval(poll);
+      if (this.tails.get(runId) === tail) this.tails.delete(runId);
+      events.complete();
+    };
+    const tail: SharedTail = { events, watchers: 0, stop, ready: this.lastSeq(runId).then((seq) => void (lastSeq = seq), () => undefined) };
+    const read = async (): Promise<void> => {
+      await tail.ready;
+      if (reading) return void (readAgain = true);
+      reading = true;
+      try {
+        do {
+          readAgain = false;
+          for (const event of await this.rowsAfter(runId, lastSeq)) {
+            if (event.seq !== lastSeq + 1 || stopped) break; // a later read fills a gap
+            lastSeq = event.seq;
+            events.next(event);
+            if (event.type === 'done') return stop();
+          }
+        } while (readAgain && !stopped);
+      } catch (error) {
+        this.logger.warn({ run_id: runId, err: error }, 'could not read run events; reading again at the next change');
+      } finally {
+        reading = false;
+      }
+    };
+    const changes = this.feed.changes(runId).subscribe({ next: () => void read(), complete: stop });
+    const poll = setInterval(() => void read(), SAFETY_POLL_MS);
+    this.tails.set(runId, tail);
+    return tail;
   }
 
   private async rowsAfter(runId: string, afterSeq: number): Promise<StoredEvent[]> {
