@@ -25,6 +25,7 @@ import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
 import { EgressProxy } from './egress-proxy';
+import { blockedRangeContaining, parseCidr } from './egress-rules';
 import { type CgroupHostOptions, SandboxCgroups, supervisorCgroupProcsFiles } from './sandbox-cgroups';
 import { execHostScript, execStdinScript, type IdRange, isValidEnvName, launchArgv, type SandboxHelper, type VolumeSource } from './sandbox-commands';
 import {
@@ -301,7 +302,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   /** Denies to the sandbox those of `addresses` its filters do not deny yet. */
   private async denyHostAddresses(sandbox: LocalSandbox, addresses: string[]): Promise<void> {
     const denied = (sandbox.deniedHostAddresses ??= new Set());
-    const added = addresses.filter((address) => !denied.has(address));
+    // Addresses in the fixed blocked ranges (loopback above all) are already denied by the sandbox's own
+    // filter, except the ports it opens on purpose (the model gateway's): a second program must not close those.
+    const added = addresses.filter((address) => !denied.has(address) && !inFixedBlockedRange(address));
     const filterDir = sandbox.natCgroups.v2Dir;
     if (added.length === 0 || !filterDir) return;
     const { rules, defaultVerdict } = hostAddressDenial(added);
@@ -868,6 +871,11 @@ function hostAccountInRange(ids: IdRange): string | undefined {
     }
   }
   return undefined;
+}
+
+function inFixedBlockedRange(address: string): boolean {
+  const family = address.includes(':') ? 'ipv6' : 'ipv4';
+  return blockedRangeContaining(parseCidr(`${address}/${family === 'ipv4' ? 32 : 128}`)) !== undefined;
 }
 
 function readPersistedState(file: string): Promise<PersistedState | null> {
