@@ -19,7 +19,11 @@ export function modalVolumeOnLocalDisk(root: string, spoolDir: string): ModalVol
   return new ModalVolumeAccess(localSandbox(), root, call, 5, spoolDir);
 }
 
-function localSandbox(): ModalSandboxLike {
+/**
+ * A stand-in Modal sandbox that runs exec locally with this machine's sh and answers filesystem
+ * calls from the local disk, so the shell steps of the volume access are exercised for real.
+ */
+export function localSandbox(): ModalSandboxLike {
   return {
     sandboxId: 'sb-local',
     detach: () => undefined,

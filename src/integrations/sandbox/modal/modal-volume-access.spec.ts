@@ -1,9 +1,8 @@
 import { Logger } from '@nestjs/common';
-import { SandboxFilesystemNotFoundError, type FileInfo } from 'modal';
-import { spawn } from 'node:child_process';
-import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import type { FileInfo } from 'modal';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   PathOutsideVolumeError,
@@ -12,10 +11,10 @@ import {
   ProviderTimeoutError,
   VolumePathNotFoundError,
 } from '../sandbox-provider.errors';
-import type { ModalProcessLike, ModalSandboxLike } from './modal-client';
 import { withDeadline, type ModalCall } from './modal-errors';
 import { ModalVolumeAccess } from './modal-volume-access';
 import { fakeProcess, fakeSandbox, never } from './testing/fake-modal';
+import { localSandbox } from '../../../testing/local-modal-sandbox';
 
 const logger = new Logger('test');
 const call: ModalCall = (step, what, work, seconds = 5) => withDeadline(step, what, seconds, logger, work);
@@ -75,64 +74,6 @@ describe('ModalVolumeAccess, SDK calls', () => {
     }
   });
 });
-
-/**
- * A stand-in sandbox that runs exec locally with this machine's sh and answers filesystem calls
- * from the local disk, so the shell steps of the volume access are exercised for real.
- */
-function localSandbox(): ModalSandboxLike {
-  return {
-    sandboxId: 'sb-local',
-    detach: () => undefined,
-    poll: async () => null,
-    terminate: async () => undefined,
-    exec: async (argv) => runLocally(argv),
-    filesystem: {
-      listFiles: async (path) => {
-        const names = (await readdir(path).catch(notFound(path))).sort();
-        return Promise.all(names.map((name) => fileInfo(join(path, name))));
-      },
-      stat: (path) => fileInfo(path),
-      copyFromLocal: async (local, remote) => {
-        await mkdir(dirname(remote), { recursive: true });
-        await copyFile(local, remote);
-      },
-    },
-  };
-}
-
-function runLocally(argv: string[]): ModalProcessLike {
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exit = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));
-  return {
-    stdout: Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>,
-    stderr: Readable.toWeb(child.stderr) as ReadableStream<Uint8Array>,
-    wait: () => exit,
-  };
-}
-
-async function fileInfo(path: string): Promise<FileInfo> {
-  const stats = await lstat(path).catch(notFound(path));
-  const type = stats.isSymbolicLink() ? 'symlink' : stats.isDirectory() ? 'directory' : 'file';
-  return {
-    name: basename(path),
-    path,
-    type,
-    size: stats.size,
-    mode: stats.mode,
-    permissions: '',
-    owner: '',
-    group: '',
-    modifiedTime: Math.floor(stats.mtimeMs / 1000),
-    symlinkTarget: type === 'symlink' ? await readlink(path) : null,
-  };
-}
-
-function notFound(path: string) {
-  return (error: NodeJS.ErrnoException): never => {
-    throw error.code === 'ENOENT' ? new SandboxFilesystemNotFoundError(`No such file or directory: ${path}`) : error;
-  };
-}
 
 describe('ModalVolumeAccess, behaviour against a real shell and disk', () => {
   let base: string;
