@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
 import { freePort, serviceOutput, startService, waitForHealth } from './support/service-process';
-import { readSse, type SseEvent } from './support/sse-client';
+import { readSse, type SseEvent, seqsOf, streamedText } from './support/sse-client';
 import { login } from './support/test-app';
 import { ThrowawayPostgres } from './support/throwaway-postgres';
 
@@ -78,14 +78,6 @@ describe('a database outage during a run', () => {
   });
 
   const eventsUrl = (sandboxId: string, runId: string) => `${url}/api/sandboxes/${sandboxId}/runs/${runId}/events`;
-  const seqs = (events: SseEvent[]) => events.map((event) => Number(event.id));
-  const textOf = (events: SseEvent[]) =>
-    events
-      .filter((event) => event.event === 'stream_event')
-      .map((event) => JSON.parse(event.data).event)
-      .filter((event) => event?.type === 'content_block_delta' && event.delta?.type === 'text_delta')
-      .map((event) => event.delta.text as string)
-      .join('');
 
   it.each([
     ['while the run streams', 1_500],
@@ -135,16 +127,16 @@ describe('a database outage during a run', () => {
     await following;
 
     // The live stream: every event once, in order, ending with done.
-    expect(seqs(live)).toEqual(live.map((_, index) => index + 1));
+    expect(seqsOf(live)).toEqual(live.map((_, index) => index + 1));
     expect(live.at(-1)!.event).toBe('done');
     expect(JSON.parse(live.at(-1)!.data)).toMatchObject({ status: 'succeeded', exit_code: 0 });
-    expect(textOf(live)).toBe(TEXT);
+    expect(streamedText(live)).toBe(TEXT);
 
     // The record: a full replay gives the same events.
     const replay = await readSse(eventsUrl(sandboxId, runId), { token });
-    expect(seqs(replay.events)).toEqual(replay.events.map((_, index) => index + 1));
+    expect(seqsOf(replay.events)).toEqual(replay.events.map((_, index) => index + 1));
     expect(replay.events.map(({ id, event, data }) => ({ id, event, data: JSON.parse(data) }))).toEqual(live.map(({ id, event, data }) => ({ id, event, data: JSON.parse(data) })));
-    expect(textOf(replay.events)).toBe(TEXT);
+    expect(streamedText(replay.events)).toBe(TEXT);
 
     const run = (await admin.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).body.data;
     expect(run).toMatchObject({ status: 'succeeded', result: TEXT });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
 import { freePort, serviceOutput, startService, waitForHealth } from './support/service-process';
-import { readSse, type SseEvent } from './support/sse-client';
+import { readSse, type SseEvent, seqsOf, usesATool } from './support/sse-client';
 import { createDatabase, type DatabaseKind, dropDatabase, login } from './support/test-app';
 
 const ADMIN = { email: 'durable@example.test', password: 'durable-password-1' };
@@ -99,8 +99,6 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
   }
 
   const eventsUrl = (sandboxId: string, runId: string) => `${url}/api/sandboxes/${sandboxId}/runs/${runId}/events`;
-  const seqs = (events: SseEvent[]) => events.map((event) => Number(event.id));
-  const toolUsed = (event: SseEvent) => event.event === 'assistant' && JSON.parse(event.data).message.content.some((block: { type: string }) => block.type === 'tool_use');
 
   it.each(STOPS)('%s during a streaming run: the same sandbox processes go on and the stream resumes with every event once', async (signal) => {
     const sandboxId = await createSandbox();
@@ -114,22 +112,22 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
     expect(started.status).toBe(202);
     const runId = started.body.data.run_id;
 
-    const before = await readSse(eventsUrl(sandboxId, runId), { token, until: toolUsed });
-    expect(before.events.some(toolUsed)).toBe(true);
+    const before = await readSse(eventsUrl(sandboxId, runId), { token, until: usesATool });
+    expect(before.events.some(usesATool)).toBe(true);
     await stop(signal);
     await start();
 
     expect((await admin.get(`/api/sandboxes/${sandboxId}`)).body.data.status).toBe('running');
     expect((await sh(sandboxId, `kill -0 ${sleeper} && echo alive`)).stdout).toBe('alive\n');
     const after = await readSse(eventsUrl(sandboxId, runId), { token, lastEventId: before.events[before.events.length - 1].id });
-    const streamed = [...seqs(before.events), ...seqs(after.events)];
+    const streamed = [...seqsOf(before.events), ...seqsOf(after.events)];
     expect(streamed).toEqual(streamed.map((_, index) => index + 1));
     const done = after.events[after.events.length - 1];
     expect(done.event).toBe('done');
     expect(JSON.parse(done.data)).toMatchObject({ status: 'succeeded', exit_code: 0 });
 
     const replay = await readSse(eventsUrl(sandboxId, runId), { token });
-    expect(seqs(replay.events)).toEqual(streamed);
+    expect(seqsOf(replay.events)).toEqual(streamed);
     const run = (await admin.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).body.data;
     expect(run).toMatchObject({ status: 'succeeded', result: 'The file is written, across a restart of the service.' });
     expect((await sh(sandboxId, 'cat /mnt/workspace/durable.txt')).stdout).toBe('survived\n');
@@ -150,7 +148,7 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
     await start();
 
     const after = await readSse(eventsUrl(sandboxId, runId), { token, lastEventId: before.events[before.events.length - 1].id });
-    const streamed = [...seqs(before.events), ...seqs(after.events)];
+    const streamed = [...seqsOf(before.events), ...seqsOf(after.events)];
     expect(streamed).toEqual(streamed.map((_, index) => index + 1));
     expect(after.events.map((event) => event.event)).toContain('result');
     const run = (await admin.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).body.data;

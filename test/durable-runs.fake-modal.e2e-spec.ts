@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
 import { freePort, serviceOutput, startService, waitForHealth } from './support/service-process';
-import { readSse, type SseEvent } from './support/sse-client';
+import { readSse, type SseEvent, seqsOf, usesATool } from './support/sse-client';
 import { login } from './support/test-app';
 
 // The same durable run on the Modal engine, through the real modal@0.11.1 SDK against the fake Modal
@@ -84,8 +84,6 @@ describe('runs outlive the service on the Modal engine (fake control plane)', ()
   }
 
   const eventsUrl = (sandboxId: string, runId: string) => `${url}/api/sandboxes/${sandboxId}/runs/${runId}/events`;
-  const seqs = (events: SseEvent[]) => events.map((event) => Number(event.id));
-  const toolUsed = (event: SseEvent) => event.event === 'assistant' && JSON.parse(event.data).message.content.some((block: { type: string }) => block.type === 'tool_use');
 
   it('kill -9 during a streaming run: the Modal sandbox is re-attached and the run resumes with every event once', async () => {
     const created = await admin.post('/api/sandboxes', {});
@@ -99,8 +97,8 @@ describe('runs outlive the service on the Modal engine (fake control plane)', ()
     expect(started.status).toBe(202);
     const runId = started.body.data.run_id;
 
-    const before = await readSse(eventsUrl(sandboxId, runId), { token, until: toolUsed });
-    expect(before.events.some(toolUsed)).toBe(true);
+    const before = await readSse(eventsUrl(sandboxId, runId), { token, until: usesATool });
+    expect(before.events.some(usesATool)).toBe(true);
     const exited = once(service!, 'exit');
     service!.kill('SIGKILL');
     await exited;
@@ -108,7 +106,7 @@ describe('runs outlive the service on the Modal engine (fake control plane)', ()
 
     expect((await admin.get(`/api/sandboxes/${sandboxId}`)).body.data.status).toBe('running');
     const after = await readSse(eventsUrl(sandboxId, runId), { token, lastEventId: before.events[before.events.length - 1].id });
-    const streamed = [...seqs(before.events), ...seqs(after.events)];
+    const streamed = [...seqsOf(before.events), ...seqsOf(after.events)];
     expect(streamed).toEqual(streamed.map((_, index) => index + 1));
     expect(JSON.parse(after.events[after.events.length - 1].data)).toMatchObject({ status: 'succeeded', exit_code: 0 });
     const run = (await admin.get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).body.data;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
 import { freePort, serviceOutput, startService, waitForHealth } from './support/service-process';
-import { readSse, type SseEvent } from './support/sse-client';
+import { readSse, type SseEvent, seqsOf, usesATool } from './support/sse-client';
 import { createDatabase, dropDatabase, login } from './support/test-app';
 
 const ADMIN = { email: 'failover@example.test', password: 'failover-password-1' };
@@ -79,8 +79,6 @@ describe('runs fail over between instances', () => {
 
   const client = (instance: Instance) => api(instance.url, token);
   const eventsUrl = (instance: Instance, sandboxId: string, runId: string) => `${instance.url}/api/sandboxes/${sandboxId}/runs/${runId}/events`;
-  const seqs = (events: SseEvent[]) => events.map((event) => Number(event.id));
-  const toolUsed = (event: SseEvent) => event.event === 'assistant' && JSON.parse(event.data).message.content.some((block: { type: string }) => block.type === 'tool_use');
 
   async function runOnA(command: string, finalText: string): Promise<{ sandboxId: string; runId: string }> {
     const created = await client(instances.a!).post('/api/sandboxes', {});
@@ -98,7 +96,7 @@ describe('runs fail over between instances', () => {
 
   it('cancels through B a run that A follows', async () => {
     const { sandboxId, runId } = await runOnA('sleep 60', 'never reached');
-    await readSse(eventsUrl(instances.b!, sandboxId, runId), { token, until: toolUsed });
+    await readSse(eventsUrl(instances.b!, sandboxId, runId), { token, until: usesATool });
 
     const cancelled = await client(instances.b!).post(`/api/sandboxes/${sandboxId}/runs/${runId}/cancel`);
 
@@ -118,13 +116,13 @@ describe('runs fail over between instances', () => {
         return false;
       },
     });
-    while (!seen.some(toolUsed)) await new Promise((resolve) => setTimeout(resolve, 100));
+    while (!seen.some(usesATool)) await new Promise((resolve) => setTimeout(resolve, 100));
 
     instances.a!.process.kill('SIGKILL');
     await once(instances.a!.process, 'exit');
     const { events } = await following;
 
-    expect(seqs(events)).toEqual(events.map((_, index) => index + 1));
+    expect(seqsOf(events)).toEqual(events.map((_, index) => index + 1));
     expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ status: 'succeeded', exit_code: 0 });
     const run = (await client(instances.b!).get(`/api/sandboxes/${sandboxId}/runs/${runId}`)).body.data;
     expect(run).toMatchObject({ status: 'succeeded', result: 'Done, on another instance.' });

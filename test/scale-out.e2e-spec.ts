@@ -1,6 +1,6 @@
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
-import { readSse, type SseEvent } from './support/sse-client';
+import { readSse, seqsOf, streamedText } from './support/sse-client';
 import { startTestApp, type TestApp } from './support/test-app';
 
 const TEXT = Array.from({ length: 120 }, (_, index) => `word${index + 1}`).join(' ');
@@ -26,14 +26,6 @@ describe('several instances on one PostgreSQL database', () => {
     await fake?.stop();
   });
 
-  const seqs = (events: SseEvent[]) => events.map((event) => Number(event.id));
-  const textOf = (events: SseEvent[]) =>
-    events
-      .filter((event) => event.event === 'stream_event')
-      .map((event) => JSON.parse(event.data).event)
-      .filter((event) => event?.type === 'content_block_delta' && event.delta?.type === 'text_delta')
-      .map((event) => event.delta.text as string)
-      .join('');
 
   async function startRun(): Promise<{ sandboxId: string; runId: string }> {
     const created = await api(a.url, a.adminToken).post('/api/sandboxes', {});
@@ -53,10 +45,10 @@ describe('several instances on one PostgreSQL database', () => {
 
     const { events } = await readSse(eventsUrl(b, sandboxId, runId), { token: b.adminToken });
 
-    expect(seqs(events)).toEqual(events.map((_, index) => index + 1));
+    expect(seqsOf(events)).toEqual(events.map((_, index) => index + 1));
     expect(events.at(-1)!.event).toBe('done');
     expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ status: 'succeeded' });
-    expect(textOf(events)).toBe(TEXT);
+    expect(streamedText(events)).toBe(TEXT);
     expect((await api(b.url, b.adminToken).get(`/api/sandboxes/${sandboxId}`)).body.data.status).toBe('running');
   });
 
@@ -68,8 +60,8 @@ describe('several instances on one PostgreSQL database', () => {
     const rest = await readSse(eventsUrl(a, sandboxId, runId), { token: a.adminToken, lastEventId: first.events.at(-1)!.id });
 
     const all = [...first.events, ...rest.events];
-    expect(seqs(all)).toEqual(all.map((_, index) => index + 1));
+    expect(seqsOf(all)).toEqual(all.map((_, index) => index + 1));
     expect(all.at(-1)!.event).toBe('done');
-    expect(textOf(all)).toBe(TEXT);
+    expect(streamedText(all)).toBe(TEXT);
   });
 });

@@ -63,3 +63,23 @@ export function parseSseBlock(block: string): SseEvent | undefined {
   event.data = data.join('\n');
   return event;
 }
+
+/** The ids of run events, as numbers: what the no-gap, no-duplicate checks compare. */
+export function seqsOf(events: SseEvent[]): number[] {
+  return events.map((event) => Number(event.id));
+}
+
+/** Whether the event is an assistant message that calls a tool. */
+export function usesATool(event: SseEvent): boolean {
+  return event.event === 'assistant' && JSON.parse(event.data).message.content.some((block: { type: string }) => block.type === 'tool_use');
+}
+
+/** The text the model streamed, from the partial-message events (text deltas) in order. */
+export function streamedText(events: SseEvent[]): string {
+  return events
+    .filter((event) => event.event === 'stream_event')
+    .map((event) => JSON.parse(event.data).event)
+    .filter((event) => event?.type === 'content_block_delta' && event.delta?.type === 'text_delta')
+    .map((event) => event.delta.text as string)
+    .join('');
+}
