@@ -35,7 +35,7 @@ export class SandboxResponse {
   @ApiProperty() created_at: string;
   @ApiProperty({ nullable: true, type: String }) terminated_at: string | null;
   @ApiProperty() last_activity_at: string;
-  @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout, idle_timeout, service_restarted, crashed, …' }) exit_reason: string | null;
+  @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout (its lifetime, enforced even while the service is down), idle_timeout, exited (its init ended, with exit code), oom, killed, egress_filter_failed, creation_failed, creation_interrupted, engine_unreachable, service_restarted (the machine rebooted), …' }) exit_reason: string | null;
   @ApiProperty({ nullable: true, type: String }) error: string | null;
 
   static from(sandbox: Sandbox): SandboxResponse {
