@@ -2,7 +2,7 @@ import { SandboxFilesystemNotFoundError, type FileInfo } from 'modal';
 import { spawn } from 'node:child_process';
 import { copyFile, lstat, mkdir, readdir, readlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import type { ModalProcessLike, ModalSandboxLike } from '../integrations/sandbox/modal/modal-client';
 import { type ModalCall, withDeadline } from '../integrations/sandbox/modal/modal-errors';
@@ -27,7 +27,6 @@ export function localSandbox(): ModalSandboxLike {
   return {
     sandboxId: 'sb-local',
     detach: () => undefined,
-    poll: async () => null,
     terminate: async () => undefined,
     exec: async (argv) => runLocally(argv),
     filesystem: {
@@ -45,9 +44,11 @@ export function localSandbox(): ModalSandboxLike {
 }
 
 function runLocally(argv: string[]): ModalProcessLike {
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const exit = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));
+  child.stdin.on('error', () => undefined);
   return {
+    stdin: Writable.toWeb(child.stdin) as WritableStream<Uint8Array>,
     stdout: Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>,
     stderr: Readable.toWeb(child.stderr) as ReadableStream<Uint8Array>,
     wait: () => exit,

@@ -60,6 +60,13 @@ export class SandboxGoneError extends ConflictError {
     super(`sandbox: ${providerSandboxId} is no longer running`, { step: 'sandbox' });
   }
 }
+/** A secret named in a request exists nowhere this engine looks for secrets. */
+export class SecretNotFoundError extends InvalidInputError {
+  constructor(name: string, wherever: string) {
+    super(`secrets: no secret named "${name}" exists (${wherever})`);
+  }
+}
+
 export class PathOutsideVolumeError extends InvalidInputError {
   constructor(path: string) {
     super(`path leaves the volume: ${path}`, { step: 'filesystem' });

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { SecretNotFoundError } from './sandbox-provider.errors';
 
 /**
  * The sandbox engine behind the API, shaped after Modal's model (app per account, named volumes,
@@ -33,6 +34,15 @@ export abstract class SandboxProvider {
    * anything is created. By default every policy is supported.
    */
   assertNetworkSupported(_network: SandboxNetwork): void {}
+
+  /**
+   * Refuses, with SecretNotFoundError, a named secret this engine cannot supply; called before
+   * anything is created. By default a secret must be defined in the service's SECRETS_FILE.
+   */
+  async assertSecretsExist(secrets: SecretRef[]): Promise<void> {
+    const missing = secrets.find((secret) => secret.values === undefined);
+    if (missing) throw new SecretNotFoundError(missing.name, 'SECRETS_FILE');
+  }
 
   /**
    * After a service restart: re-attaches to a sandbox this service created earlier, which goes on
@@ -94,8 +104,8 @@ export interface SandboxSpec {
 
 export interface SecretRef {
   name: string;
-  /** Values from the service's SECRETS_FILE; a provider with its own secret store may ignore them. */
-  values: Record<string, string>;
+  /** Values from the service's SECRETS_FILE, when it defines the name; an engine with a secret store of its own (Modal) looks there first. */
+  values?: Record<string, string>;
 }
 
 export interface SandboxHandle {

@@ -12,12 +12,6 @@ export class SandboxNotRunningError extends ConflictError {
   }
 }
 
-export class UnknownSecretError extends InvalidInputError {
-  constructor(name: string) {
-    super(`secrets: no secret named "${name}" is configured (SECRETS_FILE)`);
-  }
-}
-
 export class SandboxFieldError extends InvalidInputError {
   constructor(field: string, problem: string) {
     super(`${field} ${problem}`);

@@ -76,8 +76,9 @@ describe('SandboxesService (PGlite)', () => {
     [account, user] = await newAccount();
     [otherAccount] = await newAccount();
     base = await mkdtemp(join(tmpdir(), 'sandboxes-service-spec-'));
-    provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds', 'assertNetworkSupported'], { kind: 'local' });
+    provider = strictMock<SandboxProvider>('provider', ['ensureApp', 'ensureVolume', 'create', 'exec', 'status', 'terminate', 'reattach', 'volume', 'runningSandboxIds', 'assertNetworkSupported', 'assertSecretsExist'], { kind: 'local' });
     provider.assertNetworkSupported.mockReturnValue(undefined);
+    provider.assertSecretsExist.mockResolvedValue(undefined);
     // Sandboxes stored by the tests were made by "another instance": this one attaches to them on first use.
     provider.reattach.mockResolvedValue({ status: 'running' });
     // Each volume is a directory of its own, as the local engine keeps them.
@@ -356,7 +357,7 @@ describe('SandboxesService (PGlite)', () => {
       expect(provider.terminate).toHaveBeenCalledWith('prov-orphan');
     });
 
-    it('re-attaches sandboxes the engine still runs and records how the others ended', async () => {
+    it('re-attaches sandboxes the engine still runs, records how the others ended, and never ends or stops one it could not ask about', async () => {
       const alive = await storedSandbox({ providerSandboxId: 'prov-alive' });
       const gone = await storedSandbox({ providerSandboxId: 'prov-gone' });
       const unreachable = await storedSandbox({ providerSandboxId: 'prov-unreachable' });
@@ -366,15 +367,16 @@ describe('SandboxesService (PGlite)', () => {
         if (providerSandboxId === 'prov-unreachable') throw new ProviderUnavailableError('sandbox', 'engine down');
         return providerSandboxId === 'prov-alive' ? { status: 'running' } : { status: 'terminated', exitReason: 'timeout', exitCode: 124 };
       });
-      provider.runningSandboxIds.mockResolvedValue(undefined);
+      provider.runningSandboxIds.mockResolvedValue(['prov-alive', 'prov-unreachable']);
 
       await service.onApplicationBootstrap();
 
+      expect(provider.terminate).not.toHaveBeenCalled();
       expect(provider.reattach).toHaveBeenCalledWith('prov-alive', expect.objectContaining({ sandboxId: alive.id, volumeName: 'default', workdir: '/mnt/workspace' }));
       expect(provider.reattach).toHaveBeenCalledTimes(3);
       expect((await stored(alive.id)).status).toBe('running');
       expect(await stored(gone.id)).toMatchObject({ status: 'terminated', exitReason: 'timeout', terminatedAt: expect.any(Date) });
-      expect(await stored(unreachable.id)).toMatchObject({ status: 'terminated', exitReason: 'engine_unreachable', error: expect.stringContaining('engine down') });
+      expect(await stored(unreachable.id)).toMatchObject({ status: 'running', exitReason: null });
       expect(await stored(neverStarted.id)).toMatchObject({ status: 'error', exitReason: 'creation_interrupted' });
       expect(await stored(ended.id)).toMatchObject({ exitReason: 'terminated_by_user' });
     });

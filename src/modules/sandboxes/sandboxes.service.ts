@@ -89,7 +89,9 @@ export class SandboxesService implements OnApplicationBootstrap {
       try {
         state = await this.provider.reattach(sandbox.providerSandboxId, this.specOf(sandbox));
       } catch (error) {
-        await this.markEnded(sandbox, 'terminated', 'engine_unreachable', `Could not reach the sandbox engine after a restart: ${describe(error)}`);
+        // Not knowing is not an end: the row stays running, its first use attaches again, and the orphan sweep leaves it alone.
+        attached.add(sandbox.providerSandboxId);
+        this.logger.warn({ sandbox_id: sandbox.id, error: describe(error) }, 'could not re-attach the sandbox after a restart; it stays running and is attached on first use');
         continue;
       }
       if (state.status === 'running') {
@@ -127,6 +129,7 @@ export class SandboxesService implements OnApplicationBootstrap {
     const config = this.normalize(dto);
     this.provider.assertNetworkSupported(networkOfConfig(config));
     const secrets = this.secrets.resolve(config.secrets);
+    await this.provider.assertSecretsExist(secrets);
     const sandbox = await this.sandboxes.save(
       this.sandboxes.create({ accountId, createdBy: userId, provider: this.provider.kind, providerSandboxId: null, status: 'creating', config, limits: null, lastActivityAt: new Date(), terminatedAt: null, exitReason: null, error: null }),
     );

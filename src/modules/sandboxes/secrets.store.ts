@@ -2,13 +2,13 @@ import { Injectable, Logger } from '@nestjs/common';
 import { readFileSync } from 'node:fs';
 import { AppConfig } from '../../config/app-config';
 import type { SecretRef } from '../../integrations/sandbox/sandbox-provider';
-import { UnknownSecretError } from './sandboxes.errors';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Named secrets defined by the operator in SECRETS_FILE (`{"name": {"ENV_VAR": "value"}}`).
- * Users refer to them by name; their values go only into sandbox environments.
+ * Users refer to them by name; their values go only into sandbox environments. On Modal a name
+ * may instead be a Modal Secret of the workspace (the engine checks).
  */
 @Injectable()
 export class SecretsStore {
@@ -20,11 +20,11 @@ export class SecretsStore {
     this.logger.log({ secrets: [...this.secrets.keys()] }, 'named secrets loaded');
   }
 
+  /** Each name with its values when SECRETS_FILE defines it; whether the engine can supply the others is its call. */
   resolve(names: string[]): SecretRef[] {
     return names.map((name) => {
       const values = this.secrets.get(name);
-      if (!values) throw new UnknownSecretError(name);
-      return { name, values };
+      return values ? { name, values } : { name };
     });
   }
 }

@@ -12,6 +12,7 @@ import {
   ProviderTimeoutError,
   ProviderUnavailableError,
   SandboxGoneError,
+  SecretNotFoundError,
   UnsupportedImageError,
   UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
@@ -295,12 +296,42 @@ describe('ModalSandboxProvider', () => {
       defaultImage.build.mockResolvedValueOnce(fakeImage('built'));
     }
 
-    it('names the secret step when a named secret is missing on Modal', async () => {
-      expectVolumeStep();
-      modal.volumes.fromName.mockResolvedValueOnce(volume);
+    it('refuses a secret that is neither a Modal Secret nor in SECRETS_FILE with a 400 naming it', async () => {
       modal.secrets.fromName.mockRejectedValueOnce(new NotFoundError("Secret 'github' not found"));
 
-      await expect(provider.create(spec({ secrets: [{ name: 'github', values: {} }] }))).rejects.toThrow(/^secret: Secret 'github' not found/);
+      const refused = provider.assertSecretsExist([{ name: 'github' }]);
+      await expect(refused).rejects.toBeInstanceOf(SecretNotFoundError);
+      await expect(refused).rejects.toThrow('secrets: no secret named "github" exists (neither a Modal Secret nor in SECRETS_FILE)');
+    });
+
+    it('uses a Modal Secret that SECRETS_FILE does not define, and SECRETS_FILE values for a name Modal does not know', async () => {
+      const github = new Secret('st-1', 'github');
+      const fromFile = new Secret('st-2');
+      modal.secrets.fromName.mockResolvedValueOnce(github).mockRejectedValueOnce(new NotFoundError("Secret 'npm' not found"));
+      modal.secrets.fromObject.mockResolvedValueOnce(fromFile);
+      expectVolumeStep();
+      modal.volumes.fromName.mockResolvedValueOnce(volume);
+      const sandbox = fakeSandbox('sb-modal-1');
+      modal.sandboxes.create.mockResolvedValueOnce(sandbox);
+
+      await provider.create(spec({ secrets: [{ name: 'github' }, { name: 'npm', values: { NPM_TOKEN: 'npm-value' } }] }));
+
+      expect(modal.secrets.fromObject).toHaveBeenCalledWith({ NPM_TOKEN: 'npm-value' });
+      expect(modal.sandboxes.create.mock.calls[0][2].secrets).toEqual([github, fromFile]);
+    });
+
+    it('names the secret step when Modal fails otherwise', async () => {
+      modal.secrets.fromName.mockRejectedValueOnce(new ResourceExhaustedError('rate limited'));
+      await expect(provider.assertSecretsExist([{ name: 'github', values: { TOKEN: 'x' } }])).rejects.toThrow(/^secret: rate limited/);
+    });
+
+    it('looks the volume up once for ensureVolume and the creation that follows', async () => {
+      await provider.ensureVolume(ACCOUNT, 'default').catch(() => undefined);
+      const sandbox = fakeSandbox('sb-modal-1');
+      expectDefaultCreation(sandbox);
+      await provider.ensureVolume(ACCOUNT, 'default');
+      await provider.create(spec());
+      expect(modal.volumes.fromName).toHaveBeenCalledTimes(2);
     });
 
     it('gives up on a call that never answers after MODAL_CALL_TIMEOUT_SECONDS', async () => {
@@ -408,7 +439,7 @@ describe('ModalSandboxProvider', () => {
     it('reports a sandbox that has ended when Modal no longer accepts execs in it', async () => {
       const sandbox = await createdSandbox();
       sandbox.exec.mockRejectedValueOnce(new NotFoundError('Sandbox sb-modal-1 not found'));
-      sandbox.poll.mockResolvedValueOnce(124);
+      modal.cpClient.sandboxWaitV2.mockResolvedValueOnce({ result: { status: 4, exitcode: 0 } });
       sandbox.detach.mockReturnValueOnce(undefined);
 
       await expect(provider.exec('sb-modal-1', { argv: ['true'] })).rejects.toBeInstanceOf(SandboxGoneError);
@@ -424,28 +455,32 @@ describe('ModalSandboxProvider', () => {
 
   describe('status', () => {
     it.each([
-      [null, { status: 'running' }],
-      [124, { status: 'terminated', exitReason: 'timeout', exitCode: 124 }],
-      [137, { status: 'terminated', exitReason: 'terminated', exitCode: 137 }],
-      [0, { status: 'terminated', exitReason: 'exited', exitCode: 0 }],
-      [2, { status: 'error', exitReason: 'exited with code 2', exitCode: 2 }],
-    ])('maps poll() = %p', async (exitCode, state) => {
-      const sandbox = await createdSandbox();
-      sandbox.poll.mockResolvedValueOnce(exitCode);
-      if (exitCode !== null) sandbox.detach.mockReturnValueOnce(undefined);
+      ['no result', undefined, { status: 'running' }],
+      ['TIMEOUT', { status: 4, exitcode: 0 }, { status: 'terminated', exitReason: 'timeout', exitCode: 124 }],
+      ['IDLE_TIMEOUT', { status: 7, exitcode: 0 }, { status: 'terminated', exitReason: 'idle_timeout' }],
+      ['TERMINATED', { status: 3, exitcode: 0 }, { status: 'terminated', exitReason: 'terminated', exitCode: 137 }],
+      ['SUCCESS', { status: 1, exitcode: 0 }, { status: 'terminated', exitReason: 'exited', exitCode: 0 }],
+      ['FAILURE exit 2', { status: 2, exitcode: 2 }, { status: 'terminated', exitReason: 'exited', exitCode: 2 }],
+      ['MEMORY_MANAGER_EVICTION', { status: 8, exitcode: 0 }, { status: 'terminated', exitReason: 'evicted' }],
+      ['INIT_FAILURE', { status: 5, exitcode: 0 }, { status: 'error', exitReason: 'start_failed' }],
+    ])('maps the control plane result %s', async (_name, result, state) => {
+      await createdSandbox();
+      const sandbox = fakeSandbox('unused');
+      modal.cpClient.sandboxWaitV2.mockResolvedValueOnce({ result });
+      if (result) sandbox.detach.mockReturnValueOnce(undefined);
 
       await expect(provider.status('sb-modal-1')).resolves.toEqual(state);
+      expect(modal.cpClient.sandboxWaitV2).toHaveBeenCalledWith({ sandboxId: 'sb-modal-1', timeout: 0 });
     });
 
-    it('asks Modal about a sandbox it does not track and reports an unknown one as terminated', async () => {
-      const other = fakeSandbox('sb-other');
-      modal.sandboxes.fromId.mockResolvedValueOnce(other).mockRejectedValueOnce(new NotFoundError('Sandbox not found'));
-      other.poll.mockResolvedValueOnce(null);
-      other.detach.mockReturnValueOnce(undefined);
+    it('asks a V1 sandbox with the V1 call, as the SDK does, and reports an unknown one as terminated', async () => {
+      const v1 = 'sb-0123456789abcdefghijKL';
+      modal.cpClient.sandboxWait.mockResolvedValueOnce({ result: undefined });
+      modal.cpClient.sandboxWaitV2.mockRejectedValueOnce(new NotFoundError('Sandbox not found'));
 
-      await expect(provider.status('sb-other')).resolves.toEqual({ status: 'running' });
+      await expect(provider.status(v1)).resolves.toEqual({ status: 'running' });
       await expect(provider.status('sb-gone')).resolves.toEqual({ status: 'terminated', exitReason: 'not_found' });
-      expect(modal.sandboxes.fromId.mock.calls).toEqual([['sb-other'], ['sb-gone']]);
+      expect(modal.cpClient.sandboxWait).toHaveBeenCalledWith({ sandboxId: v1, timeout: 0 });
     });
   });
 
@@ -469,8 +504,8 @@ describe('ModalSandboxProvider', () => {
   describe('reattach and reconcile', () => {
     it('re-attaches to a running sandbox by id, after which exec and files work again', async () => {
       const sandbox = fakeSandbox('sb-modal-7');
+      modal.cpClient.sandboxWaitV2.mockResolvedValueOnce({});
       modal.sandboxes.fromId.mockResolvedValueOnce(sandbox);
-      sandbox.poll.mockResolvedValueOnce(null);
       sandbox.exec.mockResolvedValueOnce(fakeProcess());
 
       await expect(provider.reattach('sb-modal-7', spec())).resolves.toEqual({ status: 'running' });
@@ -481,27 +516,53 @@ describe('ModalSandboxProvider', () => {
       expect(provider.volume(ACCOUNT, 'default', 'sb-modal-7')).toBeInstanceOf(ModalVolumeAccess);
     });
 
-    it('reports how a finished sandbox ended, and an unknown one as not found', async () => {
-      const finished = fakeSandbox('sb-modal-8');
-      modal.sandboxes.fromId.mockResolvedValueOnce(finished).mockRejectedValueOnce(new NotFoundError('Sandbox not found'));
-      finished.poll.mockResolvedValueOnce(137);
-      finished.detach.mockReturnValueOnce(undefined);
+    it('reports how a sandbox ended while nobody watched (its timeout, its idle timeout), and an unknown one as not found', async () => {
+      modal.cpClient.sandboxWaitV2
+        .mockResolvedValueOnce({ result: { status: 4, exitcode: 0 } })
+        .mockResolvedValueOnce({ result: { status: 7, exitcode: 0 } })
+        .mockRejectedValueOnce(new NotFoundError('Sandbox not found'));
 
-      await expect(provider.reattach('sb-modal-8', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'terminated', exitCode: 137 });
-      await expect(provider.reattach('sb-modal-9', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'not_found' });
-      expect(finished.detach).toHaveBeenCalled();
+      await expect(provider.reattach('sb-modal-8', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'timeout', exitCode: 124 });
+      await expect(provider.reattach('sb-modal-9', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'idle_timeout' });
+      await expect(provider.reattach('sb-modal-10', spec())).resolves.toEqual({ status: 'terminated', exitReason: 'not_found' });
+      expect(modal.sandboxes.fromId).not.toHaveBeenCalled();
     });
 
-    it('lists the running sandboxes carrying the given tags', async () => {
-      modal.sandboxes.list.mockReturnValueOnce(
+    it('retries a transient failure and throws one that persists, never answering that the sandbox ended', async () => {
+      jest.useFakeTimers();
+      const unavailable = () => Object.assign(new Error('UNAVAILABLE: connection refused'), { name: 'ClientError', code: 14 });
+      const sandbox = fakeSandbox('sb-modal-11');
+      modal.cpClient.sandboxWaitV2.mockRejectedValueOnce(unavailable()).mockResolvedValueOnce({});
+      modal.sandboxes.fromId.mockResolvedValueOnce(sandbox);
+      const recovered = provider.reattach('sb-modal-11', spec());
+      await jest.advanceTimersByTimeAsync(500);
+      await expect(recovered).resolves.toEqual({ status: 'running' });
+
+      modal.cpClient.sandboxWaitV2.mockImplementation(() => Promise.reject(unavailable()));
+      const failed = provider.reattach('sb-modal-12', spec());
+      const rejected = expect(failed).rejects.toBeInstanceOf(ProviderUnavailableError);
+      await jest.advanceTimersByTimeAsync(10_000);
+      await rejected;
+      expect(modal.cpClient.sandboxWaitV2.mock.calls.filter(([request]) => request.sandboxId === 'sb-modal-12')).toHaveLength(4);
+    });
+
+    it("lists the account's running sandboxes within its app, by tag", async () => {
+      modal.apps.fromName.mockResolvedValueOnce(app);
+      modal.sandboxes.experimentalList.mockReturnValueOnce(
         (async function* () {
           yield fakeSandbox('sb-a');
           yield fakeSandbox('sb-b');
         })(),
       );
 
-      await expect(provider.reconcile({ account_id: ACCOUNT })).resolves.toEqual(['sb-a', 'sb-b']);
-      expect(modal.sandboxes.list).toHaveBeenCalledWith({ tags: { account_id: ACCOUNT } });
+      await expect(provider.runningSandboxIds(ACCOUNT)).resolves.toEqual(['sb-a', 'sb-b']);
+      expect(modal.apps.fromName).toHaveBeenCalledWith(`app-${ACCOUNT}`);
+      expect(modal.sandboxes.experimentalList).toHaveBeenCalledWith({ appId: 'ap-1', tags: { account_id: ACCOUNT } });
+    });
+
+    it('finds no sandboxes, without creating the app, for an account whose app does not exist', async () => {
+      modal.apps.fromName.mockRejectedValueOnce(new NotFoundError("App 'app-acc-1' not found"));
+      await expect(provider.runningSandboxIds(ACCOUNT)).resolves.toEqual([]);
     });
   });
 

@@ -1,6 +1,7 @@
 import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import type { App, CloudBucketMount, SandboxCreateParams, Volume } from 'modal';
+import type { App, CloudBucketMount, SandboxCreateParams, SandboxExecParams, Secret, Volume } from 'modal';
+import { DeadlineExceededError, UnavailableError } from '../../../common/domain-error';
 import { AppConfig } from '../../../config/app-config';
 import { normalizeKeyPrefix } from '../../../common/key-prefix';
 import {
@@ -11,6 +12,7 @@ import {
   type SandboxProcess,
   type SandboxSpec,
   type SandboxState,
+  type SecretRef,
   type VolumeAccess,
 } from '../sandbox-provider';
 import {
@@ -19,9 +21,10 @@ import {
   type ProviderStep,
   ProviderUnavailableError,
   SandboxGoneError,
+  SecretNotFoundError,
   UnsupportedNetworkPolicyError,
 } from '../sandbox-provider.errors';
-import { createModalClient, isModalConfigured, type ModalClientLike, type ModalSandboxLike } from './modal-client';
+import { createModalClient, isModalConfigured, type ModalClientLike, type ModalProcessLike, type ModalSandboxLike, type ModalSandboxResult } from './modal-client';
 import { type ModalCall, withDeadline } from './modal-errors';
 import { EXEC_MARKER_ENV, killByMarkerArgv, ModalExecProcess } from './modal-exec-process';
 import { buildModalImage } from './modal-image';
@@ -58,6 +61,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
   readonly kind = 'modal' as const;
   private readonly logger = new Logger(ModalSandboxProvider.name);
   private readonly apps = new Map<string, Promise<App>>();
+  private readonly volumes = new Map<string, Promise<Volume>>();
   private readonly tracked = new Map<string, TrackedSandbox>();
   private client?: ModalClientLike;
   private readonly ownsClient: boolean;
@@ -83,6 +87,11 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     await this.volumeOf(accountId, volumeName);
   }
 
+  /** On Modal a name refers to a Modal Secret of the workspace first, then to SECRETS_FILE. */
+  override async assertSecretsExist(secrets: SecretRef[]): Promise<void> {
+    await Promise.all(secrets.map((secret) => this.secretOf(secret)));
+  }
+
   /**
    * Outbound CIDRs map onto Modal; domains are refused. The SDK does have outboundDomainAllowlist, but
    * its matching (apex vs wildcard, blocked addresses, HTTP vs TLS) is unverified against ours and the
@@ -100,7 +109,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     const modal = this.modal('sandbox');
     const image = await buildModalImage(modal, app, spec, this.call);
     const volume = await this.volumeOf(spec.accountId, spec.volumeName);
-    const secrets = await Promise.all(spec.secrets.map(({ name }) => this.call('secret', `secret ${name}`, () => modal.secrets.fromName(name))));
+    const secrets = await Promise.all(spec.secrets.map((secret) => this.secretOf(secret)));
     const bucketMount = spec.bucketMount && (await this.bucketMount(spec.bucketMount));
     const params: SandboxCreateParams = {
       workdir: spec.workdir,
@@ -113,7 +122,11 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       ...(spec.idleTimeoutSeconds ? { idleTimeoutMs: wholeSecondsMs(spec.idleTimeoutSeconds) } : {}),
       ...networkParams(spec.network),
     };
-    const sandbox = await this.call('sandbox', 'sandbox creation', () => modal.sandboxes.create(app, image, params));
+    const sandbox = await this.call('sandbox', 'sandbox creation', () => modal.sandboxes.create(app, image, params)).catch((error: unknown) => {
+      // A volume deleted in Modal since it was looked up is looked up (and created) again next time.
+      if (error instanceof ProviderNotFoundError) this.volumes.delete(modalVolumeName(spec.accountId, spec.volumeName));
+      throw error;
+    });
     this.track(sandbox, spec);
     this.logger.log(`created Modal sandbox ${sandbox.sandboxId} for sandbox ${spec.sandboxId} of account ${spec.accountId}`);
     return {
@@ -135,25 +148,20 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     const timeoutMs = request.timeoutSeconds ? wholeSecondsMs(request.timeoutSeconds) : undefined;
     const secretEnv = request.secretEnv && Object.keys(request.secretEnv).length > 0 ? request.secretEnv : undefined;
     const credentials = secretEnv && (await this.call('secret', 'exec credentials', () => this.modal('secret').secrets.fromObject(secretEnv)));
-    const started = await this.call('exec', 'exec start', () =>
-      tracked.sandbox.exec(request.argv, {
-        mode: 'binary',
-        workdir: request.workdir ?? tracked.workdir,
-        env: { ...request.env, [EXEC_MARKER_ENV]: marker },
-        ...(credentials ? { secrets: [credentials] } : {}),
-        ...(timeoutMs ? { timeoutMs } : {}),
-      }),
-    ).catch((error: unknown) => this.goneIfFinished(providerSandboxId, error));
+    const started = await this.startExec(tracked.sandbox, request.argv, {
+      workdir: request.workdir ?? tracked.workdir,
+      env: { ...request.env, [EXEC_MARKER_ENV]: marker },
+      ...(credentials ? { secrets: [credentials] } : {}),
+      ...(timeoutMs ? { timeoutMs } : {}),
+    }).catch((error: unknown) => this.goneIfFinished(providerSandboxId, error));
     return new ModalExecProcess(started, { timeoutMs, logger: this.logger, kill: () => this.killExec(tracked.sandbox, marker) });
   }
 
   async status(providerSandboxId: string): Promise<SandboxState> {
+    const state = await this.stateOf(providerSandboxId);
     const tracked = this.tracked.get(providerSandboxId);
-    const sandbox = tracked?.sandbox ?? (await this.lookUp(providerSandboxId));
-    if (!sandbox) return { status: 'terminated', exitReason: 'not_found' };
-    const exitCode = await this.call('sandbox', 'sandbox status', () => sandbox.poll());
-    if (exitCode !== null || !tracked) this.forget(providerSandboxId, sandbox);
-    return sandboxState(exitCode);
+    if (tracked && state.status !== 'running') this.forget(providerSandboxId, tracked.sandbox);
+    return state;
   }
 
   async terminate(providerSandboxId: string): Promise<void> {
@@ -168,30 +176,31 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     this.logger.log(`terminated Modal sandbox ${providerSandboxId}`);
   }
 
+  /** Transient failures are retried; one that persists is thrown, never taken for the sandbox's end. */
   async reattach(providerSandboxId: string, spec: SandboxSpec): Promise<SandboxState> {
-    const sandbox = this.tracked.get(providerSandboxId)?.sandbox ?? (await this.lookUp(providerSandboxId));
-    if (!sandbox) return { status: 'terminated', exitReason: 'not_found' };
-    const exitCode = await this.call('sandbox', 'sandbox status', () => sandbox.poll());
-    if (exitCode !== null) {
-      this.forget(providerSandboxId, sandbox);
-      return sandboxState(exitCode);
+    const state = await retried(() => this.stateOf(providerSandboxId), REATTACH_ATTEMPTS);
+    const tracked = this.tracked.get(providerSandboxId);
+    if (state.status !== 'running') {
+      if (tracked) this.forget(providerSandboxId, tracked.sandbox);
+      return state;
     }
-    this.track(sandbox, spec);
+    if (!tracked) this.track(await this.handleOf(providerSandboxId), spec);
     this.logger.log(`re-attached to Modal sandbox ${providerSandboxId} of sandbox ${spec.sandboxId}`);
-    return { status: 'running' };
+    return state;
   }
 
-  /** Every sandbox this service creates carries the account_id tag (see create). */
-  override runningSandboxIds(accountId: string): Promise<string[]> {
-    return this.reconcile({ account_id: accountId });
-  }
-
-  /** For boot-time reconciliation: ids of the running Modal sandboxes that carry all these tags. */
-  async reconcile(tags: Record<string, string>): Promise<string[]> {
+  /**
+   * The account's running sandboxes, listed within its app (`app-{accountId}`) and by the tag every
+   * sandbox we create carries. Scoped by app id, the listing covers V1 and V2 sandboxes alike
+   * (SandboxListV2); an account whose app does not exist has none.
+   */
+  override async runningSandboxIds(accountId: string): Promise<string[]> {
+    const appId = await this.existingAppId(accountId);
+    if (!appId) return [];
     const modal = this.modal('sandbox');
     return this.call('sandbox', 'sandbox listing', async () => {
       const ids: string[] = [];
-      for await (const sandbox of modal.sandboxes.list({ tags })) ids.push(sandbox.sandboxId);
+      for await (const sandbox of modal.sandboxes.experimentalList({ appId, tags: { account_id: accountId } })) ids.push(sandbox.sandboxId);
       return ids;
     });
   }
@@ -224,8 +233,61 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       this.logger.error('Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET');
       throw new ProviderUnavailableError(step, 'the sandbox engine is not available');
     }
-    this.client = createModalClient(this.config);
+    this.client = createModalClient(this.config, this.logger);
     return this.client;
+  }
+
+  /** How the control plane says the sandbox is: its GenericResult tells a timeout from an idle timeout, which poll()'s exit code does not. */
+  private async stateOf(providerSandboxId: string): Promise<SandboxState> {
+    const controlPlane = this.modal('sandbox').cpClient;
+    const request = { sandboxId: providerSandboxId, timeout: 0 };
+    try {
+      const { result } = await this.call('sandbox', 'sandbox status', () =>
+        isV1SandboxId(providerSandboxId) ? controlPlane.sandboxWait(request) : controlPlane.sandboxWaitV2(request),
+      );
+      return sandboxState(result);
+    } catch (error) {
+      if (error instanceof ProviderNotFoundError) return { status: 'terminated', exitReason: 'not_found' };
+      throw error;
+    }
+  }
+
+  private handleOf(providerSandboxId: string): Promise<ModalSandboxLike> {
+    return this.call('sandbox', 'sandbox lookup', () => this.modal('sandbox').sandboxes.fromId(providerSandboxId));
+  }
+
+  /** The account's app id, without creating the app; undefined when it does not exist. */
+  private async existingAppId(accountId: string): Promise<string | undefined> {
+    const name = modalAppName(accountId);
+    try {
+      const app = await (this.apps.get(accountId) ?? this.call('app', `app ${name}`, () => this.modal('app').apps.fromName(name)));
+      return app.appId;
+    } catch (error) {
+      if (error instanceof ProviderNotFoundError) return undefined;
+      throw error;
+    }
+  }
+
+  /** A Modal Secret of that name; failing that, the values SECRETS_FILE gives it, as an ephemeral secret. */
+  private async secretOf(secret: SecretRef): Promise<Secret> {
+    const modal = this.modal('secret');
+    try {
+      return await this.call('secret', `secret ${secret.name}`, () => modal.secrets.fromName(secret.name));
+    } catch (error) {
+      if (!(error instanceof ProviderNotFoundError)) throw error;
+    }
+    const { values } = secret;
+    if (!values) throw new SecretNotFoundError(secret.name, 'neither a Modal Secret nor in SECRETS_FILE');
+    return this.call('secret', `secret ${secret.name}`, () => modal.secrets.fromObject(values));
+  }
+
+  /** Every exec's stdin is closed at once: nothing we run is given input, and one that reads it (Claude Code waits 3 s for it) must see its end. */
+  private async startExec(sandbox: ModalSandboxLike, argv: string[], params: Omit<SandboxExecParams, 'mode'>): Promise<ModalProcessLike> {
+    const started = await this.call('exec', 'exec start', () => sandbox.exec(argv, { ...params, mode: 'binary' }));
+    await this.call('exec', 'exec stdin close', () => started.stdin.close()).catch((error: unknown) =>
+      this.logger.warn(`closing the stdin of an exec failed: ${(error as Error).message}`),
+    );
+    return started;
   }
 
   private app(accountId: string): Promise<App> {
@@ -239,9 +301,16 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     return app;
   }
 
+  /** Looked up once per service start (ensureVolume, then create, would otherwise fetch it twice); a failed lookup is not kept. */
   private volumeOf(accountId: string, volumeName: string): Promise<Volume> {
     const name = modalVolumeName(accountId, volumeName);
-    return this.call('volume', `volume ${name}`, () => this.modal('volume').volumes.fromName(name, { createIfMissing: true }));
+    let volume = this.volumes.get(name);
+    if (!volume) {
+      volume = this.call('volume', `volume ${name}`, () => this.modal('volume').volumes.fromName(name, { createIfMissing: true }));
+      volume.catch(() => this.volumes.delete(name));
+      this.volumes.set(name, volume);
+    }
+    return volume;
   }
 
   private async bucketMount(mount: NonNullable<SandboxSpec['bucketMount']>): Promise<CloudBucketMount> {
@@ -260,10 +329,8 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
   }
 
   private async killExec(sandbox: ModalSandboxLike, marker: string): Promise<void> {
-    const exitCode = await this.call('exec', 'exec kill', async () => {
-      const killer = await sandbox.exec(killByMarkerArgv(marker), { mode: 'binary' });
-      return killer.wait();
-    });
+    const killer = await this.startExec(sandbox, killByMarkerArgv(marker), {});
+    const exitCode = await this.call('exec', 'exec kill', () => killer.wait());
     if (exitCode !== 0) this.logger.warn(`killing an exec in a Modal sandbox exited with ${exitCode}`);
   }
 
@@ -284,7 +351,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
   /** A handle on a sandbox this instance does not track, or null when Modal does not know it. */
   private async lookUp(providerSandboxId: string): Promise<ModalSandboxLike | null> {
     try {
-      return await this.call('sandbox', 'sandbox lookup', () => this.modal('sandbox').sandboxes.fromId(providerSandboxId));
+      return await this.handleOf(providerSandboxId);
     } catch (error) {
       if (error instanceof ProviderNotFoundError) return null;
       throw error;
@@ -311,13 +378,51 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
   }
 }
 
-/** What poll() reports: null while running, else the exit code of the sandbox. */
-export function sandboxState(exitCode: number | null): SandboxState {
-  if (exitCode === null) return { status: 'running' };
-  if (exitCode === SANDBOX_TIMEOUT_EXIT_CODE) return { status: 'terminated', exitReason: 'timeout', exitCode };
-  if (exitCode === SANDBOX_KILLED_EXIT_CODE) return { status: 'terminated', exitReason: 'terminated', exitCode };
-  if (exitCode === 0) return { status: 'terminated', exitReason: 'exited', exitCode };
-  return { status: 'error', exitReason: `exited with code ${exitCode}`, exitCode };
+/** Modal's GenericResult statuses (modal_proto api.proto GenericResult.GenericStatus). */
+const GENERIC_STATUS = { unspecified: 0, success: 1, failure: 2, terminated: 3, timeout: 4, initFailure: 5, internalFailure: 6, idleTimeout: 7, memoryEviction: 8 } as const;
+
+/** How a sandbox is, from its result: none (or unspecified) while it runs. Exit codes as the SDK's poll() gives them. */
+export function sandboxState(result: ModalSandboxResult | undefined): SandboxState {
+  if (!result || result.status === GENERIC_STATUS.unspecified) return { status: 'running' };
+  switch (result.status) {
+    case GENERIC_STATUS.timeout:
+      return { status: 'terminated', exitReason: 'timeout', exitCode: SANDBOX_TIMEOUT_EXIT_CODE };
+    case GENERIC_STATUS.idleTimeout:
+      return { status: 'terminated', exitReason: 'idle_timeout' };
+    case GENERIC_STATUS.terminated:
+      return { status: 'terminated', exitReason: 'terminated', exitCode: SANDBOX_KILLED_EXIT_CODE };
+    case GENERIC_STATUS.success:
+    case GENERIC_STATUS.failure:
+      return { status: 'terminated', exitReason: 'exited', exitCode: result.exitcode };
+    case GENERIC_STATUS.memoryEviction:
+      return { status: 'terminated', exitReason: 'evicted' };
+    case GENERIC_STATUS.initFailure:
+      return { status: 'error', exitReason: 'start_failed' };
+    default:
+      return { status: 'error', exitReason: 'engine_failure' };
+  }
+}
+
+const V1_SANDBOX_ID = /^sb-[0-9A-Za-z]{22}$/;
+
+/** The SDK's own rule (getSandboxVersion): V1 ids are `sb-` and 22 base62 characters; any other id is V2. */
+export function isV1SandboxId(providerSandboxId: string): boolean {
+  return V1_SANDBOX_ID.test(providerSandboxId);
+}
+
+const REATTACH_ATTEMPTS = 4;
+const REATTACH_RETRY_MS = 500;
+
+/** Retries a step that failed for a reason worth trying again (the engine unreachable or slow). */
+async function retried<T>(step: () => Promise<T>, attempts: number): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= attempts || !(error instanceof UnavailableError || error instanceof DeadlineExceededError)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, REATTACH_RETRY_MS * attempt));
+    }
+  }
 }
 
 /** internet is Modal's default; an allowlist with no CIDRs blocks all outbound traffic. */

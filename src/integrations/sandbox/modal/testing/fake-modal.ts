@@ -27,7 +27,11 @@ export function fakeModalClient() {
     sandboxes: {
       create: strictFn<Client['sandboxes']['create']>('sandboxes.create'),
       fromId: strictFn<Client['sandboxes']['fromId']>('sandboxes.fromId'),
-      list: strictFn<Client['sandboxes']['list']>('sandboxes.list'),
+      experimentalList: strictFn<Client['sandboxes']['experimentalList']>('sandboxes.experimentalList'),
+    },
+    cpClient: {
+      sandboxWait: strictFn<Client['cpClient']['sandboxWait']>('cpClient.sandboxWait'),
+      sandboxWaitV2: strictFn<Client['cpClient']['sandboxWaitV2']>('cpClient.sandboxWaitV2'),
     },
     close: strictFn<NonNullable<Client['close']>>('close'),
   } satisfies ModalClientLike;
@@ -55,7 +59,6 @@ export function fakeSandbox(sandboxId: string) {
     sandboxId,
     filesystem: fakeFilesystem(),
     exec: strictFn<ModalSandboxLike['exec']>(`${sandboxId}.exec`),
-    poll: strictFn<ModalSandboxLike['poll']>(`${sandboxId}.poll`),
     terminate: strictFn<ModalSandboxLike['terminate']>(`${sandboxId}.terminate`),
     detach: strictFn<ModalSandboxLike['detach']>(`${sandboxId}.detach`),
   } satisfies ModalSandboxLike;
@@ -74,8 +77,24 @@ export function byteStream(chunks: Uint8Array[] = []): ReadableStream<Uint8Array
   });
 }
 
+/** A stdin that records what was written and whether it was closed. */
+export function recordedStdin() {
+  const written: Uint8Array[] = [];
+  const state = { closed: false };
+  const stream = new WritableStream<Uint8Array>({
+    write(chunk) {
+      written.push(chunk);
+    },
+    close() {
+      state.closed = true;
+    },
+  });
+  return Object.assign(stream, { written, state });
+}
+
 export function fakeProcess(options: { stdout?: Uint8Array[]; stderr?: Uint8Array[]; exitCode?: number; wait?: () => Promise<number> } = {}) {
   return {
+    stdin: recordedStdin(),
     stdout: byteStream(options.stdout),
     stderr: byteStream(options.stderr),
     wait: jest.fn(options.wait ?? (() => Promise.resolve(options.exitCode ?? 0))),
