@@ -365,10 +365,12 @@ describe('ModalSandboxProvider', () => {
   describe('exec', () => {
     it('runs the argv in binary mode with the sandbox workdir, env and timeout', async () => {
       const sandbox = await createdSandbox();
-      sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [Buffer.from('hi\n')], stderr: [Buffer.from('warn\n')], exitCode: 3 }));
+      const started = fakeProcess({ stdout: [Buffer.from('hi\n')], stderr: [Buffer.from('warn\n')], exitCode: 3 });
+      sandbox.exec.mockResolvedValueOnce(started);
 
       const process = await provider.exec('sb-modal-1', { argv: ['echo', 'hi'], env: { X: '1' }, timeoutSeconds: 30 });
 
+      expect({ closed: started.stdin.state.closed, written: started.stdin.written }).toEqual({ closed: true, written: [] });
       expect(sandbox.exec).toHaveBeenCalledWith(['echo', 'hi'], {
         mode: 'binary',
         workdir: '/workspace',
