@@ -45,12 +45,12 @@ export class ClaudeCliAgent extends ClaudeAgent {
     });
     const dir = runLogDir(runId);
     const exec = this.execIn(sandbox);
-    const started = exec({ ...invocation, argv: startArgv(dir, invocation.argv), workdir: sandbox.workdir }).then(requireStarted);
-    return new ClaudeCliExecution(exec, dir, started, START_OF_RUN);
+    const starter = exec({ ...invocation, argv: startArgv(dir, invocation.argv), workdir: sandbox.workdir });
+    return new ClaudeCliExecution(exec, dir, { launched: starter, started: starter.then(requireStarted) }, START_OF_RUN);
   }
 
   resume(sandbox: ClaudeSandbox, runId: string, from: ResumePoint): ClaudeExecution {
-    return new ClaudeCliExecution(this.execIn(sandbox), runLogDir(runId), Promise.resolve(), from);
+    return new ClaudeCliExecution(this.execIn(sandbox), runLogDir(runId), { launched: Promise.resolve(), started: Promise.resolve() }, from);
   }
 
   async kill(sandbox: ClaudeSandbox, runId: string): Promise<void> {

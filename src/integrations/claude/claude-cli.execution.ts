@@ -37,14 +37,17 @@ export class ClaudeCliExecution implements ClaudeExecution {
   private detached = false;
   private startFailed = false;
 
-  /** `started` settles once the agent runs (already, when resuming after a restart). */
+  /**
+   * `launched` settles once the starter exec exists, `started` once the agent runs (both already,
+   * when resuming after a restart).
+   */
   constructor(
     private readonly exec: SandboxExec,
     private readonly dir: string,
-    started: Promise<unknown>,
+    start: { launched: Promise<unknown>; started: Promise<unknown> },
     private readonly from: ResumePoint,
   ) {
-    this.result = this.follow(started).finally(() => this.events.complete());
+    this.result = this.follow(start).finally(() => this.events.complete());
   }
 
   async cancel(): Promise<void> {
@@ -64,10 +67,11 @@ export class ClaudeCliExecution implements ClaudeExecution {
     await killer?.wait();
   }
 
-  private async follow(started: Promise<unknown>): Promise<ClaudeResult> {
+  private async follow({ launched, started }: { launched: Promise<unknown>; started: Promise<unknown> }): Promise<ClaudeResult> {
     if (this.detached) throw new ExecutionDetachedError();
-    // The followers start beside the starter (they wait for the agent's pid): one exec less before the first event.
-    const following = this.followBoth();
+    // The followers start as soon as the starter exec exists, not once it has ended (they wait for the agent's pid):
+    // an exec less before the first event, and the starter is never queued behind them.
+    const following = launched.then(() => this.followBoth(), () => this.followBoth());
     try {
       await started;
     } catch (error) {
@@ -103,13 +107,13 @@ export class ClaudeCliExecution implements ClaudeExecution {
 
   /**
    * The follower's end: at the wrapper's end-of-run line, which says the agent's exit code, the
-   * log is complete and the follower is stopped rather than waited for (its tail notices the
-   * agent's end only at its next check); otherwise its own exit.
+   * log is complete and the follower is not waited for: its tail notices the agent's end at its
+   * next check (20 ms) and exits by itself, which costs nothing, where killing it would cost an
+   * exec on Modal. Otherwise its own exit.
    */
   private async ended(follower: SandboxProcess, endCode: number | undefined): Promise<ExecExit> {
     if (endCode === undefined) return follower.wait();
     follower.stdout.resume();
-    void follower.kill().catch(() => undefined);
     return { exitCode: endCode, timedOut: false };
   }
 
