@@ -49,6 +49,14 @@ describeOnEngines('sandbox API', (engine) => {
     expect((await exec(id, ['true'])).status).toBe(409);
   });
 
+  it('gives an exec no stdin: a command reading it sees end-of-file at once', async () => {
+    const id = await create();
+    const started = Date.now();
+    const result = await exec(id, ['sh', '-c', 'cat; echo "read $?"'], { timeout_seconds: 20 });
+    expect(result.body.data).toMatchObject({ exit_code: 0, stdout: 'read 0\n', timed_out: false });
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it('shares a named volume between sandboxes of the account and honours env and workdir', async () => {
     const writer = await create({ volume_name: 'shared' });
     await exec(writer, ['sh', '-c', 'mkdir -p sub && echo persisted > sub/note.txt']);

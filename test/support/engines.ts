@@ -140,6 +140,7 @@ export class FakeModal {
 export class EngineUnderTest {
   private fakeModal?: FakeModal;
   private secretsDir?: string;
+  private savedLogLevel?: string;
 
   constructor(
     readonly name: Engine,
@@ -180,12 +181,19 @@ export class EngineUnderTest {
     // The SDK reads its server address from the process environment, not from the service's
     // configuration: an app started in this process (startTestApp) needs it there too.
     process.env.MODAL_SERVER_URL = this.fakeModal.url;
+    // The SDK warns on every exec that it skips TLS verification for the local command router;
+    // in this process only errors. (A service started with startService logs its warnings, and the
+    // restart suite reads them.)
+    this.savedLogLevel = process.env.MODAL_LOGLEVEL;
+    process.env.MODAL_LOGLEVEL = 'error';
   }
 
   async stop(): Promise<void> {
     if (this.secretsDir) rmSync(this.secretsDir, { recursive: true, force: true });
     if (!this.fakeModal) return;
     if (process.env.MODAL_SERVER_URL === this.fakeModal.url) delete process.env.MODAL_SERVER_URL;
+    if (this.savedLogLevel === undefined) delete process.env.MODAL_LOGLEVEL;
+    else process.env.MODAL_LOGLEVEL = this.savedLogLevel;
     await this.fakeModal.stop();
     this.fakeModal = undefined;
   }
