@@ -50,6 +50,16 @@ export interface FakeModalCall {
   request: any;
 }
 
+/** A sandbox as the fake's admin /state shows it. */
+export interface FakeModalSandbox {
+  id: string;
+  tags: Record<string, string>;
+  /** null while it runs; `status` is one of MODAL_END's values. */
+  result: { status: number; exitcode?: number; exception?: string } | null;
+  image: { env: Record<string, string>; workdir?: string; registry?: string };
+  [key: string]: unknown;
+}
+
 /** One fake Modal control plane (its own state folder), as a test file's beforeAll starts it. */
 export class FakeModal {
   private constructor(
@@ -105,11 +115,23 @@ export class FakeModal {
     return this.admin('GET', '/state');
   }
 
+  /** A Modal sandbox by its id, as the fake's /state shows it. */
+  async sandbox(providerSandboxId: string): Promise<FakeModalSandbox> {
+    const found = ((await this.state()).sandboxes as FakeModalSandbox[]).find((sandbox) => sandbox.id === providerSandboxId);
+    if (!found) throw new Error(`fake Modal: no sandbox ${providerSandboxId}`);
+    return found;
+  }
+
+  /** A running Modal sandbox that no row of the service accounts for. */
+  async orphan(appName: string, tags: Record<string, string>): Promise<string> {
+    return ((await this.admin('POST', '/orphan', { appName, tags })) as { sandboxId: string }).sandboxId;
+  }
+
   /** The Modal sandbox of the service's sandbox (the service tags each with its sandbox_id). */
-  async sandboxOf(sandboxId: string): Promise<{ id: string; result: { status: number; exitcode?: number } | null; image: { env: Record<string, string>; workdir?: string; registry?: string }; [key: string]: unknown }> {
-    const found = ((await this.state()).sandboxes as Array<{ id: string; tags: Record<string, string> }>).filter((sandbox) => sandbox.tags.sandbox_id === sandboxId);
+  async sandboxOf(sandboxId: string): Promise<FakeModalSandbox> {
+    const found = ((await this.state()).sandboxes as FakeModalSandbox[]).filter((sandbox) => sandbox.tags.sandbox_id === sandboxId);
     if (found.length !== 1) throw new Error(`fake Modal: ${found.length} sandboxes tagged sandbox_id=${sandboxId}`);
-    return found[0] as never;
+    return found[0];
   }
 
   /** Ends the Modal sandbox as Modal itself would (its lifetime, its idle timeout, …). */
