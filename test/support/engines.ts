@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -74,6 +74,8 @@ export class FakeModal {
   }
 
   static async start(options: { secrets?: NamedSecrets; env?: Record<string, string> } = {}): Promise<FakeModal> {
+    // No silent skip: the Modal variants need the fake beside the project, in CI as here.
+    if (!existsSync(FAKE_MODAL_SERVER)) throw new Error(`the fake Modal control plane is missing: ${FAKE_MODAL_SERVER} (../shared/fake-modal beside the project)`);
     const stateDir = mkdtempSync(join(tmpdir(), 'mss-fake-modal-'));
     const secretsFile = join(stateDir, 'secrets.json');
     writeFileSync(secretsFile, JSON.stringify(options.secrets ?? {}));
