@@ -72,7 +72,7 @@ describe.each(['local', 's3'] as const)('on the %s store', (store) => {
     const id = await create({ volume_name: 'synced', s3_bucket_name: BUCKET, s3_key_prefix: 'sync/' });
     await sh(id, 'echo "last words" > final.txt');
     const deleted = await user.delete(`/api/sandboxes/${id}`);
-    expect(deleted.body.data.status).toBe('terminated');
+    expect({ status: deleted.status, message: deleted.body.message, sandbox: deleted.body.data?.status }).toEqual({ status: 200, message: undefined, sandbox: 'terminated' });
     const versions = (await user.get(`/api/sandboxes/${id}/snapshots`)).body.data;
     expect(versions).toHaveLength(1);
     const back = await create({ volume_name: 'synced-again', s3_bucket_name: BUCKET, s3_key_prefix: 'sync/', init_from_s3: true });
