@@ -1,3 +1,4 @@
+import { describeOnEngines } from './support/engines';
 import { FakeAnthropic, requestTexts } from './support/fake-anthropic';
 import { api } from './support/http';
 import { readSse } from './support/sse-client';
@@ -7,11 +8,11 @@ const MEMORABLE = 'Remember this word for later: quokka.';
 const REMEMBERED = 'Noted, the word is quokka.';
 
 /**
- * Conversations follow the workspace: the real app, local sandboxes, the local snapshot store and
+ * Conversations follow the workspace: the real app, its sandboxes (each engine), the local snapshot store and
  * the real Claude Code CLI against the fake model, whose recorded requests show which earlier turns
  * the CLI sent, i.e. which conversation it resumed.
  */
-describe('conversations follow the workspace into snapshots and restored volumes', () => {
+describeOnEngines('conversations follow the workspace into snapshots and restored volumes', (engine) => {
   let fake: FakeAnthropic;
   let app: TestApp;
   let token: string;
@@ -19,7 +20,7 @@ describe('conversations follow the workspace into snapshots and restored volumes
 
   beforeAll(async () => {
     fake = await FakeAnthropic.start({ delayMs: 5 });
-    app = await startTestApp({ env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-ant-test-conversations', STORAGE_PROVIDER: 'local' } });
+    app = await startTestApp({ env: { ...engine.env(), ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-ant-test-conversations', STORAGE_PROVIDER: 'local' } });
     token = (await createMember(app)).token;
     user = api(app.url, token);
   });
@@ -45,7 +46,7 @@ describe('conversations follow the workspace into snapshots and restored volumes
     fake.script([{ content: [{ type: 'text', text: reply }] }]);
     const before = fake.conversationRequests.length;
     const started = await user.post(`/api/sandboxes/${sandboxId}/runs`, { prompt, ...body });
-    expect(started.status).toBe(202);
+    expect({ status: started.status, message: started.body.message }).toMatchObject({ status: 202 });
     const { events } = await readSse(`${app.url}/api/sandboxes/${sandboxId}/runs/${started.body.data.run_id}/events`, { token });
     expect(JSON.parse(events[events.length - 1].data)).toMatchObject({ status: 'succeeded' });
     const stored = (await user.get(`/api/sandboxes/${sandboxId}/runs/${started.body.data.run_id}`)).body.data;

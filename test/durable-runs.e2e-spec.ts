@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describeOnEngines, itOn } from './support/engines';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
 import { freePort, serviceOutput, startService, waitForHealth } from './support/service-process';
@@ -19,8 +20,12 @@ const UNIT_ROOT = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgr
 /**
  * The service in its own process, stopped the ways deploys stop it (kill -9 of its pid, SIGTERM)
  * while agents work; the sandboxes and the agents go on, and the next service follows them again.
+ * On Modal the sandboxes live in the (fake) control plane, outside the service's cgroup, and the
+ * agent runs detached in the Modal sandbox, followed by execs. The database kind matters to the
+ * service's side only: Modal runs on pglite.
  */
-describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive the service (%s)', (database) => {
+describeOnEngines('sandboxes and runs outlive the service', (engine) => {
+describe.each<DatabaseKind>(engine.pick({ local: ['pglite', 'postgres'], modal: ['pglite'] }))('(%s)', (database) => {
   let fake: FakeAnthropic;
   let dataDir: string;
   let databaseUrl: string | undefined;
@@ -36,7 +41,7 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
     dataDir = mkdtempSync(join(tmpdir(), 'mss-durable-'));
     databaseUrl = database === 'postgres' ? await createDatabase() : undefined;
     port = await freePort();
-    unit = join(UNIT_ROOT, `mss-durable-test-${process.pid}-${database}.service`);
+    unit = join(UNIT_ROOT, `mss-durable-test-${process.pid}-${engine.name}-${database}.service`);
     mkdirSync(unit);
     url = `http://127.0.0.1:${port}`;
     await start();
@@ -58,13 +63,14 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
 
   async function start(): Promise<void> {
     service = startService({
+      ...engine.env(),
       PORT: String(port),
       DATA_DIR: dataDir,
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,
       LOGIN_RATE_LIMIT: '1000',
       // Stable across restarts, as an operator sets it: the restarted instance takes its runs back at once.
-      INSTANCE_ID: `durable-${database}`,
+      INSTANCE_ID: `durable-${engine.name}-${database}`,
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'sk-durable-test',
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
@@ -163,4 +169,35 @@ describe.each<DatabaseKind>(['pglite', 'postgres'])('sandboxes and runs outlive 
 
     expect((await admin.get(`/api/sandboxes/${sandboxId}`)).body.data).toMatchObject({ status: 'terminated', exit_reason: 'timeout' });
   });
+
+  // The local engine's sandboxes end only by their lifetime (above) or by the service; on Modal the
+  // control plane also ends them by itself, e.g. at their idle timeout, and says so.
+  itOn(engine, ['modal'], 'only Modal ends a sandbox at its idle timeout without the service').each(['idle_timeout', 'timeout'] as const)('a sandbox Modal ends (%s) while the service is down is recorded with that exit_reason', async (status) => {
+    const sandboxId = await createSandbox();
+    const modalSandbox = (await engine.fake.sandboxOf(sandboxId)).id;
+    await stop('SIGKILL');
+    await engine.fake.finish(modalSandbox, status);
+    await start();
+
+    expect((await admin.get(`/api/sandboxes/${sandboxId}`)).body.data).toMatchObject({ status: 'terminated', exit_reason: status });
+  });
+
+  // An orphan is an engine sandbox of an account that no row accounts for; only the fake control
+  // plane can make one from outside the service (/orphan), the local engine has no such door.
+  itOn(engine, ['modal'], 'the fake control plane is what makes an orphan here')('stops, at the next start, a Modal sandbox no row accounts for, listing without a deprecation warning', async () => {
+    const known = await createSandbox();
+    const accountId = (await engine.fake.sandboxOf(known)).tags.account_id;
+    const orphan = await engine.fake.orphan(`app-${accountId}`, { account_id: accountId });
+    await stop('SIGKILL');
+    await start();
+
+    const deadline = Date.now() + 30_000;
+    while ((await engine.fake.sandbox(orphan)).result === null && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+    expect((await engine.fake.sandbox(orphan)).result).toMatchObject({ status: 3 });
+    expect((await admin.get(`/api/sandboxes/${known}`)).body.data.status).toBe('running');
+    const output = serviceOutput(service!);
+    expect(output).toContain('orphaned engine sandbox terminated');
+    expect(output.split('\n').filter((line) => /deprecated/i.test(line))).toEqual([]);
+  });
+});
 });

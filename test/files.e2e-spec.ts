@@ -1,14 +1,16 @@
+import { describeOnEngines } from './support/engines';
 import { api, call } from './support/http';
 import { createMember, startTestApp, TestApp } from './support/test-app';
 
-describe('workspace files API', () => {
+// On Modal the files are reached through the running sandbox (the SDK's filesystem and execs in it).
+describeOnEngines('workspace files API', (engine) => {
   let app: TestApp;
   let token: string;
   let user: ReturnType<typeof api>;
   let sandboxId: string;
 
   beforeAll(async () => {
-    app = await startTestApp({ env: { FILE_UPLOAD_LIMIT_BYTES: '4096' } });
+    app = await startTestApp({ env: { ...engine.env(), FILE_UPLOAD_LIMIT_BYTES: '4096' } });
     token = (await createMember(app)).token;
     user = api(app.url, token);
     sandboxId = (await user.post('/api/sandboxes', { volume_name: 'files' })).body.data.sandbox_id;

@@ -1,3 +1,4 @@
 import { describeRuns } from './support/runs-suite';
 
-describeRuns('postgres');
+// The database is what differs here; the engines are covered on pglite (runs.pglite, runs.modal).
+describeRuns('postgres', ['local']);

@@ -1,29 +1,25 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CREATE_EXAMPLES } from '../src/modules/sandboxes/sandboxes.controller';
+import { describeOnEngines, itOn } from './support/engines';
 import { api, call } from './support/http';
 import { TestPeerHost } from './support/network-peer';
 import { createMember, startTestApp, TestApp } from './support/test-app';
 
-describe('sandbox API on the local bubblewrap provider', () => {
+const SECRET_VALUE = 'ghp_sandbox-secret-value-42';
+
+// On the local engine the named secrets are the service's SECRETS_FILE; on Modal they exist only in
+// the Modal workspace (the fake's FAKE_MODAL_SECRETS), and the service has no SECRETS_FILE.
+describeOnEngines('sandbox API', (engine) => {
   let app: TestApp;
   let user: ReturnType<typeof api>;
   let other: ReturnType<typeof api>;
 
-  const secretsDir = mkdtempSync(join(tmpdir(), 'mss-secrets-'));
-  const SECRET_VALUE = 'ghp_sandbox-secret-value-42';
-
   beforeAll(async () => {
-    const secretsFile = join(secretsDir, 'secrets.json');
-    writeFileSync(secretsFile, JSON.stringify({ github: { GITHUB_TOKEN: SECRET_VALUE } }));
-    app = await startTestApp({ env: { SANDBOX_MAX_TIMEOUT_SECONDS: '7200', SECRETS_FILE: secretsFile } });
+    app = await startTestApp({ env: { ...engine.env(), SANDBOX_MAX_TIMEOUT_SECONDS: '7200' } });
     user = api(app.url, (await createMember(app)).token);
     other = api(app.url, (await createMember(app)).token);
   });
   afterAll(async () => {
     await app?.close({ purge: true });
-    rmSync(secretsDir, { recursive: true, force: true });
   });
 
   const create = async (body: Record<string, unknown> = {}) => {
@@ -36,7 +32,7 @@ describe('sandbox API on the local bubblewrap provider', () => {
   it('creates a sandbox, runs a command in it and terminates it', async () => {
     const created = await user.post('/api/sandboxes', {});
     expect(created.status).toBe(201);
-    expect(created.body.data).toMatchObject({ status: 'running', provider: 'local', volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'internet', cidr_allowlist: [], allowed_domains: [] });
+    expect(created.body.data).toMatchObject({ status: 'running', provider: engine.name, volume_name: 'default', volume_mount_path: '/mnt/workspace', workdir: '/mnt/workspace', network: 'internet', cidr_allowlist: [], allowed_domains: [] });
     expect(created.body.data.limits).toMatchObject({ lifetime_seconds: expect.any(Number) });
     const id = created.body.data.sandbox_id;
 
@@ -51,6 +47,14 @@ describe('sandbox API on the local bubblewrap provider', () => {
     expect(deleted.body.data).toMatchObject({ status: 'terminated', exit_reason: 'terminated_by_user' });
     expect((await user.delete(`/api/sandboxes/${id}`)).body.data.status).toBe('terminated');
     expect((await exec(id, ['true'])).status).toBe(409);
+  });
+
+  it('gives an exec no stdin: a command reading it sees end-of-file at once', async () => {
+    const id = await create();
+    const started = Date.now();
+    const result = await exec(id, ['sh', '-c', 'cat; echo "read $?"'], { timeout_seconds: 20 });
+    expect(result.body.data).toMatchObject({ exit_code: 0, stdout: 'read 0\n', timed_out: false });
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('shares a named volume between sandboxes of the account and honours env and workdir', async () => {
@@ -93,26 +97,54 @@ describe('sandbox API on the local bubblewrap provider', () => {
     }
   });
 
-  it('runs Dockerfile RUN steps, reports a failing step by name and caches the result', async () => {
-    const commands = ['ENV TOOL_HOME=/opt/tool', `RUN mkdir -p /opt/tool && echo built-${Date.now()} > /opt/tool/version`];
+  // The local engine builds images itself and really runs RUN steps. The fake Modal control plane
+  // records RUN lines without executing them (its filesystem is the host's), so on Modal the test
+  // checks what does hold there: ENV applied, each step sent to Modal as a layer of its own, a built
+  // layer reused, a failing step (`RUN exit N` fails the fake's build) reported by step and exit code.
+  it('runs Dockerfile steps, reports a failing step by name and caches the result', async () => {
+    const stamp = `built-${Date.now()}`;
+    const commands = ['ENV TOOL_HOME=/opt/tool', `RUN mkdir -p /opt/tool && echo ${stamp} > /opt/tool/version`];
+    const since = engine.isModal ? await engine.fake.seq() : 0;
     const first = await create({ dockerfile_commands: commands });
-    const built = await exec(first, ['sh', '-c', 'cat $TOOL_HOME/version']);
-    expect(built.body.data.stdout).toMatch(/^built-\d+\n$/);
+    expect((await exec(first, ['sh', '-c', 'echo "$TOOL_HOME"'])).body.data.stdout).toBe('/opt/tool\n');
+    if (engine.isModal) {
+      const layers = (await engine.fake.calls('ImageGetOrCreate', since)).map((call) => call.request.image?.dockerfileCommands ?? []);
+      expect(layers).toEqual(expect.arrayContaining([expect.arrayContaining([commands[0]]), expect.arrayContaining([commands[1]])]));
+    } else {
+      expect((await exec(first, ['sh', '-c', 'cat $TOOL_HOME/version'])).body.data.stdout).toBe(`${stamp}\n`);
+    }
 
+    const beforeSecond = engine.isModal ? await engine.fake.seq() : 0;
     const second = await create({ dockerfile_commands: commands });
-    const cached = await exec(second, ['cat', '/opt/tool/version']);
-    expect(cached.body.data.stdout).toBe(built.body.data.stdout);
+    if (engine.isModal) {
+      // Every layer is known to Modal already: nothing is built (joined) again.
+      expect((await engine.fake.calls('ImageJoinStreaming', beforeSecond)).length).toBe(0);
+      expect((await exec(second, ['sh', '-c', 'echo "$TOOL_HOME"'])).body.data.stdout).toBe('/opt/tool\n');
+    } else {
+      expect((await exec(second, ['cat', '/opt/tool/version'])).body.data.stdout).toBe(`${stamp}\n`);
+    }
 
-    const failing = await user.post('/api/sandboxes', { dockerfile_commands: ['RUN echo preparing', 'RUN echo broken-step-output && exit 7'] });
-    expect(failing.status).toBe(422);
-    expect(failing.body.message).toContain('step 2');
+    const failingStep = engine.pick({ local: 'RUN echo broken-step-output && exit 7', modal: 'RUN exit 7' });
+    const failing = await user.post('/api/sandboxes', { dockerfile_commands: ['RUN echo preparing', failingStep] });
+    expect({ status: failing.status, message: failing.body.message }).toMatchObject({ status: 422, message: expect.stringContaining('step 2') });
     expect(failing.body.message).toContain('exit 7');
-    expect(JSON.stringify(failing.body.details)).toContain('broken-step-output');
+    expect(JSON.stringify(failing.body.details)).toContain(engine.pick({ local: 'broken-step-output', modal: 'non-zero code: 7' }));
 
     const unsupported = await user.post('/api/sandboxes', { dockerfile_commands: ['COPY . /app'] });
     expect(unsupported.status).toBe(400);
     expect(unsupported.body.message).toContain('COPY');
-    expect((await user.post('/api/sandboxes', { image_base: 'alpine:3.21' })).status).toBe(422);
+  });
+
+  // A registry image: the local engine runs on the host's image only; Modal pulls it.
+  it(`${engine.pick({ local: 'refuses a registry image_base with a 422', modal: 'builds the sandbox on a registry image_base' })}`, async () => {
+    const response = await user.post('/api/sandboxes', { image_base: 'alpine:3.21' });
+    if (!engine.isModal) {
+      expect(response.status).toBe(422);
+      return;
+    }
+    expect({ status: response.status, message: response.body.message }).toEqual({ status: 201, message: undefined });
+    expect((await engine.fake.sandboxOf(response.body.data.sandbox_id)).image.registry).toBe('alpine:3.21');
+    await user.delete(`/api/sandboxes/${response.body.data.sandbox_id}`);
   });
 
   it('hides sandboxes of other accounts behind 404 on every route', async () => {
@@ -132,10 +164,21 @@ describe('sandbox API on the local bubblewrap provider', () => {
   });
 
   it('ends a sandbox at its lifetime and GET says why', async () => {
+    // Local: the service's timer; Modal: Modal's own sandbox timeout (the fake's), read back by poll().
     const id = await create({ timeout_seconds: 10 });
     await new Promise((resolve) => setTimeout(resolve, 11_500));
     const { body } = await user.get(`/api/sandboxes/${id}`);
     expect(body.data).toMatchObject({ status: 'terminated', exit_reason: 'timeout' });
+  });
+
+  // Only Modal ends a sandbox on its own for reasons the service did not ask for; on the local engine
+  // the lifetime is the test above and the idle stop is the service's own (test/idle-stop.e2e-spec.ts).
+  itOn(engine, ['modal'], 'the local engine has no control plane that ends sandboxes').each(['timeout', 'idle_timeout'] as const)('reports a sandbox Modal ended with status %s with that exit_reason', async (status) => {
+    const id = await create();
+    await engine.fake.finish((await engine.fake.sandboxOf(id)).id, status);
+    const { body } = await user.get(`/api/sandboxes/${id}`);
+    expect(body.data).toMatchObject({ status: 'terminated', exit_reason: status });
+    expect((await exec(id, ['true'])).status).toBe(409);
   });
 
   it('paginates the list newest first with a cursor', async () => {
@@ -163,9 +206,17 @@ describe('sandbox API on the local bubblewrap provider', () => {
     expect(JSON.stringify(response.body.message)).toContain(field);
   });
 
+  // Modal has no domain allowlist (the adapter refuses allowed_domains, see below): there the CIDRs alone.
+  it('rejects a secret that exists nowhere with a 400 naming it', async () => {
+    const response = await user.post('/api/sandboxes', { secrets: ['github', 'not-configured'] });
+    expect({ status: response.status, message: response.body.message }).toMatchObject({ status: 400, message: expect.stringContaining('not-configured') });
+    expect(response.body.message).not.toContain('"github"');
+  });
+
   it('shows the applied allowlist, normalized, on create, GET and list', async () => {
-    const body = { network: 'allowlist', cidr_allowlist: ['203.0.113.7', '2001:DB8::/32', '203.0.113.7/32'], allowed_domains: ['Registry.NPMJS.org.', '*.GitHub.com'] };
-    const applied = { network: 'allowlist', cidr_allowlist: ['203.0.113.7/32', '2001:db8::/32'], allowed_domains: ['registry.npmjs.org', '*.github.com'] };
+    const domains = engine.pick({ local: { allowed_domains: ['Registry.NPMJS.org.', '*.GitHub.com'] }, modal: {} });
+    const body = { network: 'allowlist', cidr_allowlist: ['203.0.113.7', '2001:DB8::/32', '203.0.113.7/32'], ...domains };
+    const applied = { network: 'allowlist', cidr_allowlist: ['203.0.113.7/32', '2001:db8::/32'], allowed_domains: engine.pick({ local: ['registry.npmjs.org', '*.github.com'], modal: [] }) };
     const created = await user.post('/api/sandboxes', body);
     expect({ status: created.status, message: created.body.message }).toEqual({ status: 201, message: undefined });
     expect(created.body.data).toMatchObject(applied);
@@ -173,10 +224,40 @@ describe('sandbox API on the local bubblewrap provider', () => {
     expect((await user.get(`/api/sandboxes/${id}`)).body.data).toMatchObject(applied);
     const listed = (await user.get('/api/sandboxes')).body.data.find((s: { sandbox_id: string }) => s.sandbox_id === id);
     expect(listed).toMatchObject(applied);
+    await user.delete(`/api/sandboxes/${id}`);
+  });
+
+  itOn(engine, ['modal'], 'the local engine enforces domain allowlists (previous test)')('refuses allowed_domains with a 422 naming the field, before calling Modal', async () => {
+    const before = await engine.fake.seq();
+    const response = await user.post('/api/sandboxes', { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24'], allowed_domains: ['registry.npmjs.org'] });
+    expect(response.status).toBe(422);
+    expect(response.body.message).toMatch(/^allowed_domains: /);
+    expect(response.body.details).toMatchObject({ field: 'allowed_domains' });
+    expect(await engine.fake.calls('', before)).toEqual([]);
+  });
+
+  itOn(engine, ['modal'], 'it reads the request the SDK sends to the Modal control plane').each<[string, Record<string, unknown>, { networkAccessType: number; allowedCidrs: string[] }]>([
+    ['internet', {}, { networkAccessType: 1, allowedCidrs: [] }],
+    ['none', { network: 'none' }, { networkAccessType: 2, allowedCidrs: [] }],
+    ['allowlist', { network: 'allowlist', cidr_allowlist: ['203.0.113.0/24', '2001:db8::/32'] }, { networkAccessType: 3, allowedCidrs: ['203.0.113.0/24', '2001:db8::/32'] }],
+  ])('sends network %s to Modal as the SDK encodes it', async (mode, body, expected) => {
+    const before = await engine.fake.seq();
+    const response = await user.post('/api/sandboxes', body);
+    expect({ status: response.status, message: response.body.message }).toEqual({ status: 201, message: undefined });
+    expect(response.body.data).toMatchObject({ network: mode });
+    const created = await engine.fake.calls('SandboxCreate', before);
+    expect(created).toHaveLength(1);
+    expect(created[0].request.definition?.networkAccess).toMatchObject({ ...expected, allowedDomains: [] });
+    await user.delete(`/api/sandboxes/${response.body.data.sandbox_id}`);
   });
 
   it.each(Object.entries(CREATE_EXAMPLES))('creates the Swagger example "%s" as shown', async (_name, example) => {
     const created = await user.post('/api/sandboxes', example.value);
+    // The domain allowlist example says so itself: "local engine; Modal answers 422".
+    if (engine.isModal && 'allowed_domains' in example.value) {
+      expect({ status: created.status, details: created.body.details }).toMatchObject({ status: 422, details: { field: 'allowed_domains' } });
+      return;
+    }
     expect({ status: created.status, message: created.body.message }).toEqual({ status: 201, message: undefined });
     await user.delete(`/api/sandboxes/${created.body.data.sandbox_id}`);
   });
@@ -212,4 +293,4 @@ describe('sandbox API on the local bubblewrap provider', () => {
     expect(named.status).toBe(400);
     expect(JSON.stringify(named.body.message)).toContain('command');
   });
-});
+}, { secrets: { github: { GITHUB_TOKEN: SECRET_VALUE } } });

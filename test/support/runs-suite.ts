@@ -1,13 +1,19 @@
+import { describeOnEngines, type Engine } from './engines';
 import { FakeAnthropic, requestTexts } from './fake-anthropic';
 import { api } from './http';
-import { readSse } from './sse-client';
+import { readSse, type SseEvent } from './sse-client';
 import { createMember, DatabaseKind, startTestApp, TestApp } from './test-app';
 
 const API_KEY = 'sk-ant-test-secret-value-123';
+/** What the CLI prints when its stdin stays open: it waited 3 s for piped input that never came. */
+const OPEN_STDIN_WARNING = 'no stdin data received';
 
-/** The runs suite, on one database kind (test/runs.*.e2e-spec.ts run it on each). */
-export function describeRuns(database: DatabaseKind): void {
-describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`, () => {
+/**
+ * The runs suite, on one database kind and the given engines (test/runs.*.e2e-spec.ts: pglite on
+ * the local engine and, in runs.modal, on Modal; postgres on the local engine).
+ */
+export function describeRuns(database: DatabaseKind, engines: readonly Engine[]): void {
+describeOnEngines(`Claude Code runs streamed over SSE (${database})`, (engine) => {
   let fake: FakeAnthropic;
   let app: TestApp;
   let token: string;
@@ -15,7 +21,7 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
 
   beforeAll(async () => {
     fake = await FakeAnthropic.start({ delayMs: 5 });
-    app = await startTestApp({ database, env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '8', SSE_HEARTBEAT_SECONDS: '1' } });
+    app = await startTestApp({ database, env: { ...engine.env(), ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: API_KEY, RUN_IDLE_TIMEOUT_SECONDS: '8', SSE_HEARTBEAT_SECONDS: '1' } });
     token = (await createMember(app)).token;
     user = api(app.url, token);
   });
@@ -42,8 +48,13 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
     expect({ status: response.status, body: response.body }).toMatchObject({ status: 202, body: { data: { status: expect.stringMatching(/^(queued|running)$/) } } });
     return response.body.data.run_id as string;
   };
-  const follow = (sandboxId: string, runId: string, options: { lastEventId?: string; stopAfter?: number } = {}) =>
-    readSse(`${app.url}/api/sandboxes/${sandboxId}/runs/${runId}/events`, { token, ...options });
+  /** Every event any test read, for the checks that hold for all of them. */
+  const seen: SseEvent[] = [];
+  const follow = async (sandboxId: string, runId: string, options: { lastEventId?: string; stopAfter?: number } = {}) => {
+    const stream = await readSse(`${app.url}/api/sandboxes/${sandboxId}/runs/${runId}/events`, { token, ...options });
+    seen.push(...stream.events);
+    return stream;
+  };
 
   /** Runs the prompt that writes hello.txt in a new sandbox on the volume; its events and session. */
   const writeHelloFile = async (volumeName: string) => {
@@ -63,6 +74,8 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
 
     const types = events.map((event) => event.event);
     expect(types[0]).toBe('system');
+    // The CLI's stdin is closed at start: it never waits for piped input.
+    expect(events.filter((event) => event.data.includes(OPEN_STDIN_WARNING))).toEqual([]);
     expect(types).toEqual(expect.arrayContaining(['assistant', 'user', 'stream_event', 'result']));
     expect(types[types.length - 1]).toBe('done');
     expect(events.map((event) => Number(event.id))).toEqual(events.map((_, index) => index + 1));
@@ -206,7 +219,12 @@ describe(`Claude Code runs in local sandboxes, streamed over SSE (${database})`,
   it('never shows the model API key in a response or a log line', () => {
     expect(app.logs.join('\n')).not.toContain(API_KEY);
   });
-});
+
+  it(`never has a run wait for stdin ("${OPEN_STDIN_WARNING}" in no event of any run above)`, () => {
+    expect(seen.length).toBeGreaterThan(50);
+    expect(seen.filter((event) => event.data.includes(OPEN_STDIN_WARNING))).toEqual([]);
+  });
+}, { engines });
 
 }
 
