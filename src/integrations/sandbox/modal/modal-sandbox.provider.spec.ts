@@ -183,7 +183,8 @@ describe('ModalSandboxProvider', () => {
         env: { A: '1' },
         volumes: { '/data': dataVolume },
         timeoutMs: 91_000,
-        idleTimeoutMs: 30_000,
+        // The service's sweep ends it idle after a final snapshot; Modal's idle timeout is the backstop, a minute later.
+        idleTimeoutMs: 90_000,
         tags: { account_id: ACCOUNT, sandbox_id: 'sb-1' },
         secrets: [github, npm],
         cloudBucketMounts: { '/mnt/s3': bucket },

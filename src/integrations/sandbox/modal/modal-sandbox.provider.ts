@@ -119,7 +119,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       tags: { account_id: spec.accountId, sandbox_id: spec.sandboxId },
       ...(secrets.length > 0 ? { secrets } : {}),
       ...(bucketMount ? { cloudBucketMounts: { [this.config.modal.bucketMountPath]: bucketMount } } : {}),
-      ...(spec.idleTimeoutSeconds ? { idleTimeoutMs: wholeSecondsMs(spec.idleTimeoutSeconds) } : {}),
+      ...(spec.idleTimeoutSeconds ? { idleTimeoutMs: wholeSecondsMs(this.idleBackstopSeconds(spec.idleTimeoutSeconds)) } : {}),
       ...networkParams(spec.network),
     };
     const sandbox = await this.call('sandbox', 'sandbox creation', () => modal.sandboxes.create(app, image, params)).catch((error: unknown) => {
@@ -203,6 +203,15 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
       for await (const sandbox of modal.sandboxes.experimentalList({ appId, tags: { account_id: accountId } })) ids.push(sandbox.sandboxId);
       return ids;
     });
+  }
+
+  /**
+   * The service ends an idle sandbox itself, after a final snapshot (its sweep); Modal's own idle
+   * timeout, which would end it without one, is only the backstop for a service that is down:
+   * later than the sweep can act.
+   */
+  private idleBackstopSeconds(idleTimeoutSeconds: number): number {
+    return idleTimeoutSeconds + Math.max(IDLE_BACKSTOP_MIN_SECONDS, 3 * this.config.sandbox.sweepIntervalSeconds);
   }
 
   /** Modal's sandboxes run in Modal's cloud: they reach the gateway only at a public URL, when one is configured. */
@@ -410,6 +419,7 @@ export function isV1SandboxId(providerSandboxId: string): boolean {
   return V1_SANDBOX_ID.test(providerSandboxId);
 }
 
+const IDLE_BACKSTOP_MIN_SECONDS = 60;
 const REATTACH_ATTEMPTS = 4;
 const REATTACH_RETRY_MS = 500;
 
