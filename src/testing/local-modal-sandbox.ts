@@ -2,7 +2,7 @@ import { SandboxFilesystemNotFoundError, type FileInfo } from 'modal';
 import { spawn } from 'node:child_process';
 import { copyFile, lstat, mkdir, readdir, readlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import type { ModalProcessLike, ModalSandboxLike } from '../integrations/sandbox/modal/modal-client';
 import { type ModalCall, withDeadline } from '../integrations/sandbox/modal/modal-errors';
@@ -22,14 +22,20 @@ export function modalVolumeOnLocalDisk(root: string, spoolDir: string): ModalVol
 /**
  * A stand-in Modal sandbox that runs exec locally with this machine's sh and answers filesystem
  * calls from the local disk, so the shell steps of the volume access are exercised for real.
+ * `execs` counts the exec calls (each is a round trip on Modal); `onExec` may replace a process.
  */
-export function localSandbox(): ModalSandboxLike {
+export function localSandbox(options: { onExec?: (argv: string[], run: () => ModalProcessLike) => ModalProcessLike } = {}): ModalSandboxLike & { execs: string[][] } {
+  const execs: string[][] = [];
   return {
     sandboxId: 'sb-local',
+    execs,
     detach: () => undefined,
     poll: async () => null,
     terminate: async () => undefined,
-    exec: async (argv) => runLocally(argv),
+    exec: async (argv) => {
+      execs.push(argv);
+      return options.onExec ? options.onExec(argv, () => runLocally(argv)) : runLocally(argv);
+    },
     filesystem: {
       listFiles: async (path) => {
         const names = (await readdir(path).catch(notFound(path))).sort();
@@ -44,10 +50,13 @@ export function localSandbox(): ModalSandboxLike {
   };
 }
 
+/** Like Modal, stdin stays open until the caller closes it; input after the process ended is dropped. */
 function runLocally(argv: string[]): ModalProcessLike {
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.on('error', () => undefined);
   const exit = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));
   return {
+    stdin: Writable.toWeb(child.stdin) as WritableStream<Uint8Array>,
     stdout: Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>,
     stderr: Readable.toWeb(child.stderr) as ReadableStream<Uint8Array>,
     wait: () => exit,

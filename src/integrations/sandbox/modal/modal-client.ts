@@ -53,6 +53,8 @@ export interface ModalSandboxLike {
 }
 
 export interface ModalProcessLike {
+  /** Each write is one RPC; close() sends EOF. Optional so stand-ins without input need not fake it. */
+  readonly stdin?: WritableStream<Uint8Array>;
   readonly stdout: ReadableStream<Uint8Array>;
   readonly stderr: ReadableStream<Uint8Array>;
   wait(): Promise<number>;
