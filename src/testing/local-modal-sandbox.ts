@@ -13,10 +13,10 @@ import { ModalVolumeAccess } from '../integrations/sandbox/modal/modal-volume-ac
  * local sh, filesystem calls answer from the local disk (links reported, never followed). For specs
  * of code that reads volumes, so they run against the Modal engine's access as well as the local one.
  */
-export function modalVolumeOnLocalDisk(root: string, spoolDir: string): ModalVolumeAccess {
+export function modalVolumeOnLocalDisk(root: string, spoolDir: string, sandbox: ModalSandboxLike = localSandbox()): ModalVolumeAccess {
   const logger = new Logger('modal-volume-on-local-disk');
   const call: ModalCall = (step, what, work, seconds = 5) => withDeadline(step, what, seconds, logger, work);
-  return new ModalVolumeAccess(localSandbox(), root, call, 5, spoolDir);
+  return new ModalVolumeAccess(sandbox, root, call, 5, spoolDir);
 }
 
 /**
