@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalObjectStore } from '../../integrations/storage/local-object-store';
 import { localSandbox, modalVolumeOnLocalDisk } from '../../testing/local-modal-sandbox';
+import type { ModalProcessLike } from '../../integrations/sandbox/modal/modal-client';
 import { SnapshotEngine } from './snapshot-engine';
 import type { SnapshotLocation } from './snapshot.types';
-import { RestoreFailedError } from './snapshot.errors';
+import { RestoreFailedError, SnapshotFailedError } from './snapshot.errors';
 
 const BUCKET = 'snapshots';
 
@@ -127,4 +128,42 @@ describe('SnapshotEngine on a Modal volume', () => {
     expect(failure.failures.map((entry) => entry.path)).toEqual(['a.txt']);
     expect(await readFile(join(target.dir, 'b.txt'), 'utf8')).toBe('bravo');
   });
+
+  it('fails the snapshot, committing nothing, when the sandbox answers the file read with an entry outside the volume', async () => {
+    const dir = join(base, 'hostile');
+    await mkdir(dir);
+    await writeFile(join(dir, 'a.txt'), 'alpha');
+    const planted = (): ModalProcessLike => ({
+      stdin: new WritableStream<Uint8Array>(),
+      stdout: new Blob([Buffer.from('ready\n'), hostileTar()]).stream(),
+      stderr: new Blob([]).stream(),
+      wait: async () => 0,
+    });
+    const sandbox = localSandbox({ onExec: (argv, run) => (argv[3] === 'volume-readFiles' ? planted() : run()) });
+
+    const failure = (await engine.snapshot(modalVolumeOnLocalDisk(dir, base, sandbox), location).catch((error: unknown) => error)) as SnapshotFailedError;
+
+    expect(failure).toBeInstanceOf(SnapshotFailedError);
+    expect(failure.stats.errors).toEqual([{ path: 'a.txt', error: expect.stringContaining('outside the volume') }]);
+    expect(await engine.listVersions(location)).toEqual([]);
+  });
 });
+
+/** A ustar archive with one file named ../a.txt. */
+function hostileTar(): Buffer {
+  const header = Buffer.alloc(512);
+  header.write('../a.txt', 0, 'latin1');
+  header.write('0000644\0', 100, 'latin1');
+  header.write('0000000\0', 108, 'latin1');
+  header.write('0000000\0', 116, 'latin1');
+  header.write('00000000005\0', 124, 'latin1');
+  header.write('00000000000\0', 136, 'latin1');
+  header.write('0', 156, 'latin1');
+  header.write('ustar\0' + '00', 257, 'latin1');
+  header.fill(' ', 148, 156);
+  const sum = header.reduce((total, byte) => total + byte, 0);
+  header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  const body = Buffer.alloc(512);
+  body.write('alpha');
+  return Buffer.concat([header, body, Buffer.alloc(1024)]);
+}

@@ -174,9 +174,16 @@ async function* fileList(files: { path: string }[]): AsyncGenerator<Buffer> {
 async function extractRequested(archive: Readable, requested: Set<string>, receive: (file: BulkFile) => Promise<void>): Promise<Set<string>> {
   const delivered = new Set<string>();
   const extract = tar.extract();
-  const feeding = pipeline(archive, extract);
+  // A broken archive (truncated, say) fails the extraction but leaves the current entry open.
+  let current: { entry: ArchiveEntry & { destroy(error?: Error): void }; content?: PassThrough } | undefined;
+  const feeding = pipeline(archive, extract).catch((error: unknown) => {
+    current?.content?.destroy(error as Error);
+    current?.entry.destroy(error as Error);
+    throw error;
+  });
   feeding.catch(() => undefined);
-  for await (const entry of extract as AsyncIterable<ArchiveEntry>) {
+  for await (const entry of extract as AsyncIterable<ArchiveEntry & { destroy(error?: Error): void }>) {
+    current = { entry };
     const path = archivedPath(entry.header.name);
     const isFile = entry.header.type === 'file' || entry.header.type === 'contiguous-file';
     if (!isFile || !requested.has(path) || delivered.has(path)) {
@@ -184,7 +191,8 @@ async function extractRequested(archive: Readable, requested: Set<string>, recei
       continue;
     }
     delivered.add(path);
-    await handOver(entry, (content) => receive({ path, size: entry.header.size ?? 0, content }));
+    current.content = new PassThrough();
+    await handOver(entry, current.content, (content) => receive({ path, size: entry.header.size ?? 0, content }));
   }
   await feeding;
   return delivered;
@@ -198,21 +206,21 @@ function archivedPath(name: string): string {
  * Passes an archive entry to the consumer as a Node stream. Whatever the consumer leaves unread is
  * drained, since the archive can only move on past a finished entry.
  */
-async function handOver(entry: ArchiveEntry, consume: (content: Readable) => Promise<void>): Promise<void> {
-  const content = new PassThrough();
+async function handOver(entry: ArchiveEntry, content: PassThrough, consume: (content: Readable) => Promise<void>): Promise<void> {
   const pumping = (async () => {
-    for await (const chunk of entry as AsyncIterable<Buffer>) {
+    for await (const chunk of entry) {
       if (content.destroyed || content.writableEnded) continue;
       if (!content.write(chunk)) await writable(content);
     }
     if (!content.destroyed) content.end();
   })();
+  pumping.catch(() => undefined);
   try {
     await consume(content);
   } finally {
     if (!content.readableEnded && !content.destroyed) content.resume();
-    await pumping;
   }
+  await pumping;
 }
 
 /** Resolves once the stream takes more data, or is gone. */
