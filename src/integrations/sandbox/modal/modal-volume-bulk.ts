@@ -100,6 +100,7 @@ export class ModalVolumeBulk implements BulkVolumeAccess {
     const archive = await step.ready();
     if (!archive) return this.notReady(step, 'readFiles');
     const sending = step.send(fileList(files));
+    sending.catch(() => undefined);
     const delivered = await extractRequested(archive, new Set(files.map((file) => file.path)), receive).catch((error: unknown) => {
       archive.destroy();
       throw error;
