@@ -127,6 +127,7 @@ export class ModalVolumeAccess implements VolumeAccess {
     const relative = filePath(path);
     const spool = await mkdtemp(join(this.spoolDir, 'modal-upload-'));
     const upload = `${this.root}/.upload-${randomUUID()}.partial`;
+    let sending = false;
     try {
       // Spooled first: the upload is sent only once the whole content arrived, and its size is known.
       const bytes = await spoolTo(content, join(spool, 'content'));
@@ -136,13 +137,15 @@ export class ModalVolumeAccess implements VolumeAccess {
       const output = await step.ready();
       if (output) {
         output.resume();
+        sending = true;
         await step.send(createReadStream(join(spool, 'content')));
       }
       const exitCode = await step.exit();
       if (exitCode !== 0) throw scriptError('write', relative, exitCode, (await step.errorOutput()).text);
       return { bytes };
     } catch (error) {
-      await this.discard(upload);
+      // Refused before the upload started: the step created nothing to clean up.
+      if (sending) await this.discard(upload);
       throw error;
     } finally {
       await rm(spool, { recursive: true, force: true });
