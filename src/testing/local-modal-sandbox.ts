@@ -13,22 +13,28 @@ import { ModalVolumeAccess } from '../integrations/sandbox/modal/modal-volume-ac
  * local sh, filesystem calls answer from the local disk (links reported, never followed). For specs
  * of code that reads volumes, so they run against the Modal engine's access as well as the local one.
  */
-export function modalVolumeOnLocalDisk(root: string, spoolDir: string): ModalVolumeAccess {
+export function modalVolumeOnLocalDisk(root: string, spoolDir: string, sandbox: ModalSandboxLike = localSandbox()): ModalVolumeAccess {
   const logger = new Logger('modal-volume-on-local-disk');
   const call: ModalCall = (step, what, work, seconds = 5) => withDeadline(step, what, seconds, logger, work);
-  return new ModalVolumeAccess(localSandbox(), root, call, 5, spoolDir);
+  return new ModalVolumeAccess(sandbox, root, call, 5, spoolDir);
 }
 
 /**
  * A stand-in Modal sandbox that runs exec locally with this machine's sh and answers filesystem
  * calls from the local disk, so the shell steps of the volume access are exercised for real.
+ * `execs` counts the exec calls (each is a round trip on Modal); `onExec` may replace a process.
  */
-export function localSandbox(): ModalSandboxLike {
+export function localSandbox(options: { onExec?: (argv: string[], run: () => ModalProcessLike) => ModalProcessLike } = {}): ModalSandboxLike & { execs: string[][] } {
+  const execs: string[][] = [];
   return {
     sandboxId: 'sb-local',
+    execs,
     detach: () => undefined,
     terminate: async () => undefined,
-    exec: async (argv) => runLocally(argv),
+    exec: async (argv) => {
+      execs.push(argv);
+      return options.onExec ? options.onExec(argv, () => runLocally(argv)) : runLocally(argv);
+    },
     filesystem: {
       listFiles: async (path) => {
         const names = (await readdir(path).catch(notFound(path))).sort();
@@ -43,6 +49,7 @@ export function localSandbox(): ModalSandboxLike {
   };
 }
 
+/** Like Modal, stdin stays open until the caller closes it; input after the process ended is dropped. */
 function runLocally(argv: string[]): ModalProcessLike {
   const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const exit = new Promise<number>((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))));

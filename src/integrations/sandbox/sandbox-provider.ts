@@ -180,4 +180,74 @@ export interface VolumeAccess {
   remove(path: string): Promise<void>;
   /** Yields every entry below dir (depth-first), symlinks reported, never followed. */
   walk(dir?: string): AsyncIterable<VolumeEntry>;
+  /**
+   * Whole-volume operations in a constant number of steps, for engines where every step is costly
+   * (a Modal exec); engines whose steps are cheap (the local host filesystem) leave it out.
+   */
+  readonly bulk?: BulkVolumeAccess;
+}
+
+/** A volume entry; regular files may carry the SHA-256 of their content as the engine computed it. */
+export interface InventoryEntry extends VolumeEntry {
+  /** Computed where the volume is (inside the sandbox), so it is only a hint of what the content is. */
+  sha256?: string;
+}
+
+/** One regular file as a bulk read delivers it; content is exactly `size` bytes long. */
+export interface BulkFile {
+  path: string;
+  size: number;
+  content: Readable;
+}
+
+export interface TreeDirectory {
+  path: string;
+  mode: number;
+}
+
+/** A file to write; its content is written only if it has exactly this size and SHA-256. */
+export interface TreeFile {
+  path: string;
+  mode: number;
+  size: number;
+  sha256: string;
+  open(): Promise<Readable>;
+}
+
+export interface TreeSymlink {
+  path: string;
+  target: string;
+}
+
+export interface TreeToWrite {
+  directories: TreeDirectory[];
+  files: TreeFile[];
+  symlinks: TreeSymlink[];
+}
+
+export interface PathFailure {
+  path: string;
+  error: unknown;
+}
+
+/**
+ * Every method answers null when the sandbox lacks the tools it needs (the caller then uses the
+ * per-entry methods of VolumeAccess), before it has consumed anything it was given.
+ */
+export interface BulkVolumeAccess {
+  /** Every entry below the root, in no particular order; symlinks reported, never followed. */
+  inventory(): Promise<InventoryEntry[] | null>;
+  /**
+   * Hands each of these regular files to receive, one after the other (each content is read to its
+   * end before the next file comes). Answers the files it did not deliver, or delivered from a read
+   * it cannot vouch for (a file changed while read): the caller reads those one by one.
+   */
+  readFiles(files: { path: string; size: number }[], receive: (file: BulkFile) => Promise<void>): Promise<{ unread: string[] } | null>;
+  /**
+   * Writes the tree as the per-entry methods would: directories first (their final modes applied
+   * last, so a read-only directory does not block its contents), then files, then symlinks. A file
+   * whose content does not match its size and SHA-256 is never written. Answers the entries that
+   * could not be written.
+   */
+  writeTree(tree: TreeToWrite): Promise<{ failures: PathFailure[] } | null>;
 }

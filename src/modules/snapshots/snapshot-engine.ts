@@ -1,7 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { Readable } from 'node:stream';
 import { UnavailableError } from '../../common/domain-error';
-import type { VolumeAccess, VolumeEntry } from '../../integrations/sandbox/sandbox-provider';
+import type { BulkFile, BulkVolumeAccess, InventoryEntry, TreeFile, VolumeAccess, VolumeEntry } from '../../integrations/sandbox/sandbox-provider';
 import { VolumePathNotFoundError } from '../../integrations/sandbox/sandbox-provider.errors';
 import { type ContentDigest, DigestStream, digestOf, streamThrough } from '../../integrations/storage/digest-stream';
 import { ObjectStore } from '../../integrations/storage/object-store';
@@ -33,7 +33,7 @@ const RESTORABLE_FILE_MODE = 0o777;
 const RESTORABLE_DIRECTORY_MODE = 0o1777;
 
 interface VolumeTree {
-  files: VolumeEntry[];
+  files: InventoryEntry[];
   directories: ManifestDirectory[];
   symlinks: ManifestSymlink[];
   skipped: { path: string; reason: string }[];
@@ -65,11 +65,20 @@ export class SnapshotEngine {
     const previous = latest === undefined ? undefined : await this.manifestToCompareWith(layout, latest);
     const version = await this.nextVersion(layout, latest);
     const run = new RunLog();
-    const tree = await readTree(volume).catch((error: unknown) => {
+    const inventory = await volume.bulk?.inventory().catch((error: unknown) => {
       run.fail('.', error);
-      return { files: [], directories: [], symlinks: [], skipped: [] } satisfies VolumeTree;
+      return [];
     });
-    const captured = await this.captureFiles(volume, layout, version, tree, previous, run);
+    const tree = inventory
+      ? treeOf(inventory)
+      : await readTree(volume).catch((error: unknown) => {
+          run.fail('.', error);
+          return treeOf([]);
+        });
+    const captured =
+      inventory && volume.bulk
+        ? await this.captureInBulk(volume, volume.bulk, layout, version, tree, previous, run)
+        : await this.captureFiles(volume, layout, version, tree.files, tree, previous, run);
     const files = captured.map((entry) => entry.file).sort(byPath);
     const stats: SnapshotStats = {
       version,
@@ -103,14 +112,8 @@ export class SnapshotEngine {
     if (chosen === undefined) return null;
     const manifest = await this.readManifest(layout, chosen);
     const run = new RunLog();
-    const directories = [...manifest.directories].sort(byPath);
-    for (const directory of directories) await run.attempt(directory.path, () => volume.mkdir(directory.path));
-    await forEachFile(manifest.files, (file) => run.attempt(file.path, () => this.restoreFile(volume, layout, chosen, file)));
-    for (const link of manifest.symlinks) await run.attempt(link.path, () => volume.symlink(link.path, link.target));
-    // Final directory modes last and deepest first, so a read-only directory does not block its own contents.
-    for (const directory of directories.reverse().filter((entry) => !run.hasFailed(entry.path))) {
-      await run.attempt(directory.path, () => volume.mkdir(directory.path, directory.mode & RESTORABLE_DIRECTORY_MODE));
-    }
+    const restoredInBulk = volume.bulk && (await this.restoreInBulk(volume.bulk, layout, manifest, run));
+    if (!restoredInBulk) await this.restoreEntries(volume, layout, manifest, run);
     if (run.failures.length > 0) throw new RestoreFailedError(chosen, run.failures.sort(byPath));
     const stats: RestoreStats = {
       version: chosen,
@@ -122,6 +125,47 @@ export class SnapshotEngine {
     };
     this.logger.log(`restored snapshot ${chosen} of account ${source.accountId} from ${layout.bucket}/${layout.accountBase}: ${stats.files} files in ${stats.duration_ms} ms`);
     return stats;
+  }
+
+  /** One entry after the other through the volume's single-entry operations. */
+  private async restoreEntries(volume: VolumeAccess, layout: SnapshotLayout, manifest: SnapshotManifest, run: RunLog): Promise<void> {
+    const chosen = manifest.version;
+    const directories = [...manifest.directories].sort(byPath);
+    for (const directory of directories) await run.attempt(directory.path, () => volume.mkdir(directory.path));
+    await forEachFile(manifest.files, (file) => run.attempt(file.path, () => this.restoreFile(volume, layout, chosen, file)));
+    for (const link of manifest.symlinks) await run.attempt(link.path, () => volume.symlink(link.path, link.target));
+    // Final directory modes last and deepest first, so a read-only directory does not block its own contents.
+    for (const directory of directories.reverse().filter((entry) => !run.hasFailed(entry.path))) {
+      await run.attempt(directory.path, () => volume.mkdir(directory.path, directory.mode & RESTORABLE_DIRECTORY_MODE));
+    }
+  }
+
+  /**
+   * The whole version as one tree written by the volume (one step on engines where steps cost);
+   * false when the volume cannot, before anything was written. Contents are checked against the
+   * manifest by the volume before they are written.
+   */
+  private async restoreInBulk(bulk: BulkVolumeAccess, layout: SnapshotLayout, manifest: SnapshotManifest, run: RunLog): Promise<boolean> {
+    let unavailable: string | undefined;
+    const open = async (file: ManifestFile): Promise<Readable> => {
+      if (unavailable) throw new Error(`not attempted: ${unavailable}`);
+      return this.store.get(layout.bucket, layout.fileKey(manifest.version, file.path)).catch((error: unknown) => {
+        if (error instanceof UnavailableError) unavailable ??= describe(error);
+        throw error;
+      });
+    };
+    const files = manifest.files.map(
+      (file): TreeFile => ({ path: file.path, mode: file.mode & RESTORABLE_FILE_MODE, size: file.size, sha256: file.sha256, open: () => open(file) }),
+    );
+    const directories = manifest.directories.map((directory) => ({ path: directory.path, mode: directory.mode & RESTORABLE_DIRECTORY_MODE }));
+    const symlinks = manifest.symlinks.map((link) => ({ path: link.path, target: link.target }));
+    const written = await bulk.writeTree({ directories, files, symlinks }).catch((error: unknown) => {
+      run.fail('.', error);
+      return { failures: [] };
+    });
+    if (!written) return false;
+    for (const failure of written.failures) run.fail(failure.path, failure.error);
+    return true;
   }
 
   /** Committed versions, newest first. */
@@ -139,13 +183,14 @@ export class SnapshotEngine {
     volume: VolumeAccess,
     layout: SnapshotLayout,
     version: number,
+    entries: VolumeEntry[],
     tree: VolumeTree,
     previous: SnapshotManifest | undefined,
     run: RunLog,
   ): Promise<CapturedFile[]> {
     const earlierFiles = new Map(previous?.files.map((file) => [file.path, file]));
     const captured: CapturedFile[] = [];
-    await forEachFile(tree.files, async (entry) => {
+    await forEachFile(entries, async (entry) => {
       const earlier = previous && earlierFiles.has(entry.path) ? { version: previous.version, file: earlierFiles.get(entry.path)! } : undefined;
       const result = await run.attempt(entry.path, () =>
         this.captureFile(volume, layout, version, entry, earlier).catch((error: unknown) => {
@@ -159,6 +204,69 @@ export class SnapshotEngine {
     return captured;
   }
 
+  /**
+   * The volume describes every file with a digest it computed itself: files the latest version has
+   * with the same size and digest are copied inside the store, the others are read in one stream and
+   * hashed here as they are uploaded. Files the stream did not deliver are read one by one.
+   */
+  private async captureInBulk(
+    volume: VolumeAccess,
+    bulk: BulkVolumeAccess,
+    layout: SnapshotLayout,
+    version: number,
+    tree: VolumeTree,
+    previous: SnapshotManifest | undefined,
+    run: RunLog,
+  ): Promise<CapturedFile[]> {
+    const earlierFiles = new Map(previous?.files.map((file) => [file.path, file]));
+    const captured = new Map<string, CapturedFile>();
+    const toRead: InventoryEntry[] = [];
+    const sameAsEarlier = (entry: InventoryEntry) => {
+      const earlier = earlierFiles.get(entry.path);
+      return earlier !== undefined && entry.sha256 !== undefined && earlier.size === entry.size && earlier.sha256 === entry.sha256;
+    };
+    toRead.push(...tree.files.filter((entry) => !sameAsEarlier(entry)));
+    await forEachConcurrently(tree.files.filter(sameAsEarlier), SMALL_FILES_IN_FLIGHT, async (entry) => {
+      const earlier = earlierFiles.get(entry.path)!;
+      const copied = await run.attempt(entry.path, () => this.copyFromEarlier(layout, version, previous!.version, entry.path, earlier));
+      if (copied === false) toRead.push(entry);
+      if (copied) captured.set(entry.path, { file: fileRecord(entry, earlier), uploadedBytes: 0, copied: true });
+    });
+    const unread = await this.readInBulk(bulk, layout, version, toRead, captured, run);
+    const oneByOne = toRead.filter((entry) => unread.has(entry.path));
+    for (const entry of oneByOne) captured.delete(entry.path);
+    return [...captured.values(), ...(await this.captureFiles(volume, layout, version, oneByOne, tree, previous, run))];
+  }
+
+  /** Uploads what one bulk read delivers; small files are buffered and several uploaded at a time. Answers the paths left unread. */
+  private async readInBulk(
+    bulk: BulkVolumeAccess,
+    layout: SnapshotLayout,
+    version: number,
+    entries: InventoryEntry[],
+    captured: Map<string, CapturedFile>,
+    run: RunLog,
+  ): Promise<Set<string>> {
+    const byPath = new Map(entries.map((entry) => [entry.path, entry]));
+    const uploads = new BoundedTasks(SMALL_FILES_IN_FLIGHT);
+    const upload = async (entry: InventoryEntry, body: Readable, size: number) => {
+      const result = await run.attempt(entry.path, () => this.uploadFile(layout, version, entry, body, size));
+      if (result) captured.set(entry.path, result);
+    };
+    const receive = async (file: BulkFile): Promise<void> => {
+      const entry = byPath.get(file.path)!;
+      if (file.size > SMALL_FILE_BYTES) return upload(entry, file.content, file.size);
+      const content = await run.attempt(file.path, () => bufferAtMost(file.content, SMALL_FILE_BYTES));
+      if (content) await uploads.start(() => upload(entry, Readable.from([content]), content.length));
+    };
+    const result = await bulk.readFiles(entries.map(({ path, size }) => ({ path, size })), receive).catch((error: unknown) => {
+      for (const entry of entries) if (!captured.has(entry.path) && !run.hasFailed(entry.path)) run.fail(entry.path, error);
+      return { unread: [] };
+    });
+    await uploads.settled();
+    return new Set(result ? result.unread : entries.map((entry) => entry.path));
+  }
+
   /** Copies the file inside the store when the latest version has the same content, uploads it otherwise. */
   private async captureFile(
     volume: VolumeAccess,
@@ -167,25 +275,33 @@ export class SnapshotEngine {
     entry: VolumeEntry,
     earlier?: { version: number; file: ManifestFile },
   ): Promise<CapturedFile> {
-    const key = layout.fileKey(version, entry.path);
-    const record = (content: ContentDigest): ManifestFile => ({ path: entry.path, ...content, mode: entry.mode, mtime: entry.modifiedAt.toISOString() });
     if (earlier && earlier.file.size === entry.size) {
       const content = await digestOf(await volume.openRead(entry.path));
       if (content.size === earlier.file.size && content.sha256 === earlier.file.sha256) {
-        const copied = await this.store.copy(layout.bucket, layout.fileKey(earlier.version, entry.path), key, content.size).then(
-          () => true,
-          (error: unknown) => {
-            // The earlier object is gone (deleted by hand); uploading again still yields a complete version.
-            if (error instanceof ObjectNotFoundError) return false;
-            throw error;
-          },
-        );
-        if (copied) return { file: record(content), uploadedBytes: 0, copied: true };
+        if (await this.copyFromEarlier(layout, version, earlier.version, entry.path, content)) {
+          return { file: fileRecord(entry, content), uploadedBytes: 0, copied: true };
+        }
       }
     }
+    return this.uploadFile(layout, version, entry, await volume.openRead(entry.path), entry.size);
+  }
+
+  /** False when the earlier object is gone (deleted by hand): uploading again still yields a complete version. */
+  private async copyFromEarlier(layout: SnapshotLayout, version: number, earlierVersion: number, path: string, content: ContentDigest): Promise<boolean> {
+    return this.store.copy(layout.bucket, layout.fileKey(earlierVersion, path), layout.fileKey(version, path), content.size).then(
+      () => true,
+      (error: unknown) => {
+        if (error instanceof ObjectNotFoundError) return false;
+        throw error;
+      },
+    );
+  }
+
+  /** The manifest records the digest computed here, of the bytes actually stored. */
+  private async uploadFile(layout: SnapshotLayout, version: number, entry: VolumeEntry, body: Readable, size: number): Promise<CapturedFile> {
     const digest = new DigestStream();
-    await streamThrough(await volume.openRead(entry.path), digest, (body) => this.store.put(layout.bucket, key, body, entry.size));
-    return { file: record(digest.result()), uploadedBytes: digest.result().size, copied: false };
+    await streamThrough(body, digest, (content) => this.store.put(layout.bucket, layout.fileKey(version, entry.path), content, size));
+    return { file: fileRecord(entry, digest.result()), uploadedBytes: digest.result().size, copied: false };
   }
 
   /** Writes the file only if its content matches the manifest; the volume keeps the old file otherwise. */
@@ -307,8 +423,14 @@ class RunLog {
 }
 
 async function readTree(volume: VolumeAccess): Promise<VolumeTree> {
+  const entries: VolumeEntry[] = [];
+  for await (const entry of volume.walk()) entries.push(entry);
+  return treeOf(entries);
+}
+
+function treeOf(entries: InventoryEntry[]): VolumeTree {
   const tree: VolumeTree = { files: [], directories: [], symlinks: [], skipped: [] };
-  for await (const entry of volume.walk()) {
+  for (const entry of entries) {
     const mtime = entry.modifiedAt.toISOString();
     if (entry.type === 'file') tree.files.push(entry);
     else if (entry.type === 'directory') tree.directories.push({ path: entry.path, mode: entry.mode, mtime });
@@ -316,6 +438,48 @@ async function readTree(volume: VolumeAccess): Promise<VolumeTree> {
     else tree.skipped.push({ path: entry.path, reason: entry.type === 'symlink' ? 'symlink without a readable target' : 'special file (fifo, socket or device)' });
   }
   return tree;
+}
+
+function fileRecord(entry: VolumeEntry, content: ContentDigest): ManifestFile {
+  return { path: entry.path, size: content.size, sha256: content.sha256, mode: entry.mode, mtime: entry.modifiedAt.toISOString() };
+}
+
+/** The whole stream, refused past `limit` bytes (whatever size was announced for it). */
+async function bufferAtMost(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > limit) {
+      stream.destroy();
+      throw new Error(`more than the ${limit} bytes announced`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, bytes);
+}
+
+/** Runs tasks in the background, at most `limit` at a time; start waits for a free slot. */
+class BoundedTasks {
+  private readonly running = new Set<Promise<void>>();
+  private failure: unknown;
+
+  constructor(private readonly limit: number) {}
+
+  async start(task: () => Promise<void>): Promise<void> {
+    while (this.running.size >= this.limit) await Promise.race(this.running);
+    const running: Promise<void> = task()
+      .catch((error: unknown) => {
+        this.failure ??= error;
+      })
+      .finally(() => this.running.delete(running));
+    this.running.add(running);
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
+    if (this.failure !== undefined) throw this.failure;
+  }
 }
 
 function summarize(manifest: SnapshotManifest): SnapshotVersionSummary {

@@ -44,10 +44,42 @@ describe('ModalVolumeAccess, SDK calls', () => {
     expect(sandbox.exec).toHaveBeenCalledWith(['sh', '-c', expect.stringContaining('exec cat -- "$p"'), 'volume-read', '/workspace', 'docs/a.txt'], { mode: 'binary' });
   });
 
-  it('uses sandbox.filesystem for stat and listing', async () => {
+  it('lists and stats in one exec each, from GNU find records', async () => {
+    const sandbox = fakeSandbox('sb-1');
+    const record = (path: string) => Buffer.from(['f', '3', '640', '1700000000.25', path, ''].join('\0') + '\0');
+    sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [record('/workspace/d/a.txt')] }));
+    sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [record('./b.txt').subarray(0, 7), Buffer.concat([record('./b.txt').subarray(7), record('./a.txt')])] }));
+    const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
+    const entry = (path: string) => ({ name: path.slice(2), path, type: 'file', size: 3, mode: 0o640, modifiedAt: new Date(1_700_000_000_000) });
+
+    await expect(volume.stat('d/a.txt')).resolves.toEqual(entry('d/a.txt'));
+    await expect(volume.list('d')).resolves.toEqual([entry('d/a.txt'), entry('d/b.txt')]);
+    expect(sandbox.exec).toHaveBeenCalledTimes(2);
+    expect(sandbox.exec.mock.calls.map(([argv]) => argv.slice(3))).toEqual([
+      ['volume-statEntry', '/workspace', 'd/a.txt'],
+      ['volume-listEntries', '/workspace', 'd'],
+    ]);
+  });
+
+  it.each([
+    ['../x', 'a path that climbs out'],
+    ['./a/../../x', 'a path with ..'],
+    ['/etc/passwd', 'an absolute path'],
+  ])('refuses a listing naming %j (%s)', async (path) => {
+    const sandbox = fakeSandbox('sb-1');
+    sandbox.exec.mockResolvedValueOnce(fakeProcess({ stdout: [Buffer.from(['f', '3', '640', '1', path, ''].join('\0') + '\0')] }));
+    const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
+
+    await expect(volume.list('')).rejects.toBeInstanceOf(ProviderInvalidError);
+  });
+
+  it('falls back to sandbox.filesystem, once and for all, when the image lacks GNU find', async () => {
     const sandbox = fakeSandbox('sb-1');
     const info: FileInfo = { name: 'a.txt', path: '/workspace/d/a.txt', type: 'file', size: 3, mode: 0o100640, permissions: '-rw-r-----', owner: 'root', group: 'root', modifiedTime: 1_700_000_000, symlinkTarget: null };
-    sandbox.exec.mockResolvedValueOnce(fakeProcess()).mockResolvedValueOnce(fakeProcess());
+    sandbox.exec
+      .mockResolvedValueOnce(fakeProcess({ exitCode: 127 }))
+      .mockResolvedValueOnce(fakeProcess())
+      .mockResolvedValueOnce(fakeProcess());
     sandbox.filesystem.stat.mockResolvedValueOnce(info);
     sandbox.filesystem.listFiles.mockResolvedValueOnce([info]);
     const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
@@ -55,15 +87,17 @@ describe('ModalVolumeAccess, SDK calls', () => {
 
     await expect(volume.stat('d/a.txt')).resolves.toEqual(entry);
     await expect(volume.list('d')).resolves.toEqual([entry]);
+    await expect(volume.bulk.inventory()).resolves.toBeNull();
     expect(sandbox.filesystem.stat).toHaveBeenCalledWith('/workspace/d/a.txt');
     expect(sandbox.filesystem.listFiles).toHaveBeenCalledWith('/workspace/d');
+    expect(sandbox.exec).toHaveBeenCalledTimes(3);
   });
 
-  it('gives a filesystem call that never answers a deadline', async () => {
+  it('gives an exec that never answers a deadline', async () => {
     jest.useFakeTimers();
     try {
       const sandbox = fakeSandbox('sb-1');
-      sandbox.filesystem.stat.mockReturnValueOnce(never());
+      sandbox.exec.mockReturnValueOnce(never());
       const volume = new ModalVolumeAccess(sandbox, '/workspace', call, 5);
       const outcome = volume.stat('');
       const rejected = expect(outcome).rejects.toBeInstanceOf(ProviderTimeoutError);

@@ -1,46 +1,44 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FileInfo } from 'modal';
-import type { DomainError } from '../../../common/domain-error';
-import type { VolumeAccess, VolumeEntry } from '../sandbox-provider';
-import {
-  PathOutsideVolumeError,
-  ProviderConflictError,
-  ProviderFailureError,
-  ProviderInvalidError,
-  VolumePathNotFoundError,
-} from '../sandbox-provider.errors';
+import type { BulkVolumeAccess, VolumeEntry, VolumeAccess } from '../sandbox-provider';
+import { PathOutsideVolumeError, ProviderInvalidError } from '../sandbox-provider.errors';
 import type { ModalSandboxLike } from './modal-client';
 import type { ModalCall } from './modal-errors';
 import { bytesReadable, readNonEmpty, readTail } from './modal-streams';
+import { ModalVolumeBulk } from './modal-volume-bulk';
+import { entryOf, FIND_RECORD, nextRecord, nulFields, readInventory } from './modal-volume-records';
+import { PRELUDE, READY_LINE, REQUIRE_GNU_FIND, scriptError, ShellStep, TOOLS_MISSING } from './modal-volume-steps';
 
-/**
- * Shell helpers run inside the sandbox (POSIX sh, readlink -f: present in Debian and busybox
- * images). $1 is the volume root, $2 the path below it. Exit codes: 40 the path resolves outside
- * the volume, 41 not a regular file, 42 not found, 43 not a directory, 44 is a directory.
- */
-const PRELUDE = `
-root=$1 rel=$2
-p=$root/$rel
-[ -d "$root" ] || exit 42
-realroot=$(readlink -f -- "$root") || exit 42
-inside() { r=$(readlink -f -- "$1") || exit 40; case $r in "$realroot"|"$realroot"/*) return 0;; esac; exit 40; }
-guard() { d=$1; while [ ! -e "$d" ]; do d=\${d%/*}; [ -n "$d" ] || exit 42; done; inside "$d"; }
-`;
+/** The stat step's answer for a path with nothing there. */
+const ABSENT = 47;
+
 const SCRIPTS = {
   read: `${PRELUDE}[ -e "$p" ] || exit 42; inside "$p"; [ -f "$p" ] || exit 41; exec cat -- "$p"`,
   list: `${PRELUDE}[ -e "$p" ] || exit 42; inside "$p"; [ -d "$p" ] || exit 43`,
+  listEntries: `${PRELUDE}[ -e "$p" ] || exit 42; inside "$p"; [ -d "$p" ] || exit 43
+${REQUIRE_GNU_FIND}
+cd -- "$p" || exit 43
+exec find . -mindepth 1 -maxdepth 1 -printf '${FIND_RECORD}'`,
   parent: `${PRELUDE}guard "\${p%/*}"`,
-  write: `${PRELUDE}tmp=$3 mode=$4
+  statEntry: `${PRELUDE}${REQUIRE_GNU_FIND}
+if [ -n "$rel" ]; then guard "\${p%/*}"; fi
+[ -e "$p" ] || [ -L "$p" ] || exit ${ABSENT}
+exec find "$p" -maxdepth 0 -printf '${FIND_RECORD}'`,
+  // The content arrives on stdin once the checks passed; a short upload (the sender failed) is never committed.
+  write: `${PRELUDE}tmp=$3 mode=$4 size=$5
 trap 'rm -f -- "$tmp"' EXIT
 guard "\${p%/*}"
 if [ -d "$p" ]; then exit 44; fi
 mkdir -p -- "\${p%/*}" || exit 43
+printf '${READY_LINE.trim()}\\n'
+cat > "$tmp" || exit 45
+n=$(wc -c < "$tmp") && [ $n -eq "$size" ] || exit 45
 if [ -z "$mode" ]; then if [ -f "$p" ]; then mode=$(stat -c %a -- "$p"); else mode=644; fi; fi
 chmod "$mode" "$tmp" && mv -f -- "$tmp" "$p"`,
   mkdir: `${PRELUDE}mode=$3
@@ -63,29 +61,38 @@ const ERROR_OUTPUT_LIMIT = 2000;
 const UPLOAD_BYTES_PER_EXTRA_SECOND = 1024 * 1024;
 
 /**
- * A Modal volume as seen from a running sandbox that mounts it at `root`. Listing, stat and
- * uploads go through sandbox.filesystem; reads stream through `cat` (bounded memory, and no
- * read-size limit as with filesystem.readBytes); renames, links and permission changes, which
- * sandbox.filesystem lacks, run as small shell steps. Before following a path, the shell steps
- * resolve it and refuse anything whose real location is outside the volume.
+ * A Modal volume as seen from a running sandbox that mounts it at `root`. Every operation is one
+ * exec of a small shell step (each exec costs a round trip to Modal): list and stat describe
+ * entries with GNU find, reads stream through `cat`, writes stream into the step's stdin; whole
+ * volume operations (bulk) move one tar. Before following a path, the steps resolve it and refuse
+ * anything whose real location is outside the volume. In images without the GNU tools (busybox),
+ * list and stat fall back to sandbox.filesystem after a check step, and bulk answers null.
  */
 export class ModalVolumeAccess implements VolumeAccess {
+  readonly bulk: BulkVolumeAccess;
+
   constructor(
     private readonly sandbox: ModalSandboxLike,
     private readonly root: string,
     private readonly call: ModalCall,
     private readonly callTimeoutSeconds: number,
     private readonly spoolDir: string = tmpdir(),
-  ) {}
+  ) {
+    this.bulk = new ModalVolumeBulk(sandbox, root, call, callTimeoutSeconds, spoolDir);
+  }
 
   async list(dir: string): Promise<VolumeEntry[]> {
     const relative = volumePath(dir);
+    const described = ModalVolumeBulk.available(this.sandbox) ? await this.describeEntries(relative) : null;
+    if (described) return described.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     await this.runScript('list', relative);
     return this.entriesOf(relative);
   }
 
   async stat(path: string): Promise<VolumeEntry | null> {
     const relative = volumePath(path);
+    const described = ModalVolumeBulk.available(this.sandbox) ? await this.describeEntry(relative) : undefined;
+    if (described !== undefined) return described;
     if (relative !== '') await this.runScript('parent', relative);
     const info = await this.call('filesystem', `stat ${relative}`, async () => {
       try {
@@ -120,14 +127,25 @@ export class ModalVolumeAccess implements VolumeAccess {
     const relative = filePath(path);
     const spool = await mkdtemp(join(this.spoolDir, 'modal-upload-'));
     const upload = `${this.root}/.upload-${randomUUID()}.partial`;
+    let sending = false;
     try {
+      // Spooled first: the upload is sent only once the whole content arrived, and its size is known.
       const bytes = await spoolTo(content, join(spool, 'content'));
       const seconds = this.callTimeoutSeconds + Math.ceil(bytes / UPLOAD_BYTES_PER_EXTRA_SECOND);
-      await this.call('filesystem', `upload ${relative}`, () => this.sandbox.filesystem.copyFromLocal(join(spool, 'content'), upload), seconds);
-      await this.runScript('write', relative, upload, mode === undefined ? '' : octal(mode));
+      const argv = this.scriptArgv('write', relative, upload, mode === undefined ? '' : octal(mode), String(bytes));
+      const step = await ShellStep.start(this.sandbox, this.call, `write ${relative}`, argv, { seconds });
+      const output = await step.ready();
+      if (output) {
+        output.resume();
+        sending = true;
+        await step.send(createReadStream(join(spool, 'content')));
+      }
+      const exitCode = await step.exit();
+      if (exitCode !== 0) throw scriptError('write', relative, exitCode, (await step.errorOutput()).text);
       return { bytes };
     } catch (error) {
-      await this.discard(upload);
+      // Refused before the upload started: the step created nothing to clean up.
+      if (sending) await this.discard(upload);
       throw error;
     } finally {
       await rm(spool, { recursive: true, force: true });
@@ -161,6 +179,42 @@ export class ModalVolumeAccess implements VolumeAccess {
       yield entry;
       if (entry.type === 'directory') yield* this.walkFrom(entry.path);
     }
+  }
+
+  /** The entries of a directory in one step, or null when the sandbox lacks GNU find. */
+  private async describeEntries(relative: string): Promise<VolumeEntry[] | null> {
+    const step = await ShellStep.start(this.sandbox, this.call, `list ${relative || '/'}`, this.scriptArgv('listEntries', relative), { seconds: this.callTimeoutSeconds });
+    const output = step.output();
+    const entries = await readInventory(output, relative).catch((error: unknown) => {
+      output.destroy();
+      throw error;
+    });
+    const exitCode = await step.exit();
+    if (exitCode === TOOLS_MISSING) return this.withoutGnuTools(null);
+    if (exitCode !== 0) throw scriptError('list', relative, exitCode, (await step.errorOutput()).text);
+    return entries;
+  }
+
+  /** One entry in one step (null: nothing there), or undefined when the sandbox lacks GNU find. */
+  private async describeEntry(relative: string): Promise<VolumeEntry | null | undefined> {
+    const step = await ShellStep.start(this.sandbox, this.call, `stat ${relative || '/'}`, this.scriptArgv('statEntry', relative), { seconds: this.callTimeoutSeconds });
+    const output = step.output();
+    const record = await nextRecord(nulFields(output)).catch((error: unknown) => {
+      output.destroy();
+      throw error;
+    });
+    const exitCode = await step.exit();
+    if (exitCode === TOOLS_MISSING) return this.withoutGnuTools(undefined);
+    if (exitCode === ABSENT) return null;
+    if (exitCode !== 0) throw scriptError('stat', relative, exitCode, (await step.errorOutput()).text);
+    if (!record || record.length === 1) throw new ProviderInvalidError('filesystem', `stat ${relative || '/'}: no description from the sandbox`);
+    const { sha256: _none, ...entry } = entryOf(record, '', relative);
+    return entry;
+  }
+
+  private withoutGnuTools<T>(answer: T): T {
+    ModalVolumeBulk.markUnavailable(this.sandbox);
+    return answer;
   }
 
   /** Entries of a directory (already checked); one deleted meanwhile simply has none. */
@@ -213,23 +267,6 @@ function filePath(path: string): string {
   const relative = volumePath(path);
   if (relative === '') throw new ProviderInvalidError('filesystem', 'the volume root is a directory');
   return relative;
-}
-
-function scriptError(script: Script, relative: string, exitCode: number, output: string): DomainError {
-  switch (exitCode) {
-    case 40:
-      return new PathOutsideVolumeError(relative);
-    case 41:
-      return new ProviderInvalidError('filesystem', `not a regular file: ${relative}`);
-    case 42:
-      return new VolumePathNotFoundError(relative);
-    case 43:
-      return new ProviderConflictError('filesystem', `not a directory: ${relative}`);
-    case 44:
-      return new ProviderConflictError('filesystem', `is a directory: ${relative}`);
-    default:
-      return new ProviderFailureError('filesystem', `${script} ${relative} failed (exit ${exitCode}): ${output.trim()}`);
-  }
 }
 
 function toEntry(path: string, info: FileInfo): VolumeEntry {
