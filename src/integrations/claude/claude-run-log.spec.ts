@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { followArgv, killArgv, runLogDir, startArgv } from './claude-run-log';
@@ -13,10 +13,35 @@ interface Finished {
   ms: number;
 }
 
-/** Runs an argv with the host's /bin/sh and coreutils; resolves once it exited and its output pipes closed. */
-function exec(argv: string[], onStdout: (chunk: string) => void = () => undefined): { done: Promise<Finished>; pid: number } {
+/** How a script is run: as given (the host's /bin/sh and GNU coreutils), or by busybox's sh with only busybox's applets on the PATH, as in an alpine image. */
+interface Shell {
+  argv(argv: string[]): string[];
+  env?: NodeJS.ProcessEnv;
+  dispose?(): void;
+}
+
+const HOST_SHELL: Shell = { argv: (argv) => argv };
+
+/** busybox's applets as commands of their own (a directory of links), for the PATH of the busybox shell. */
+function busyboxShell(): Shell {
+  const bin = mkdtempSync(join(tmpdir(), 'claude-run-log-busybox-'));
+  const applets = execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const applet of applets) symlinkSync(BUSYBOX, join(bin, applet));
+  return {
+    argv: (argv) => (argv[0] === '/bin/sh' ? [BUSYBOX, 'sh', ...argv.slice(1)] : argv),
+    env: { PATH: bin },
+    dispose: () => rmSync(bin, { recursive: true, force: true }),
+  };
+}
+
+/** Debian's busybox-static (scripts/test-prerequisites.sh installs it). */
+const BUSYBOX = '/bin/busybox';
+
+/** Runs an argv; resolves once it exited and its output pipes closed. */
+function exec(shell: Shell, argv: string[], onStdout: (chunk: string) => void = () => undefined): { done: Promise<Finished>; pid: number } {
   const began = Date.now();
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...args] = shell.argv(argv);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: shell.env ?? process.env });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   const chunks: string[] = [];
@@ -56,7 +81,13 @@ async function until(condition: () => boolean, what: string, timeoutMs = 10_000)
   }
 }
 
-describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
+describe.each([
+  ['the host\'s /bin/sh and GNU coreutils', () => HOST_SHELL],
+  ['busybox (no tail --pid, whole-second tail -s)', busyboxShell],
+])('claude-run-log scripts (%s)', (_name, makeShell) => {
+  let shell: Shell;
+  beforeAll(() => (shell = makeShell()));
+  afterAll(() => shell.dispose?.());
   let root: string;
   /** The run's log dir; `control` is where the test tells the agent to go on. */
   let dir: string;
@@ -86,7 +117,7 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
 
   /** Starts the agent; resolves once the starter exited (with its pipes closed). */
   async function start(script: string): Promise<Finished & { leader: number }> {
-    const finished = await exec(startArgv(dir, ['sh', '-c', script, control])).done;
+    const finished = await exec(shell, startArgv(dir, ['sh', '-c', script, control])).done;
     const leader = existsSync(join(dir, 'pid')) ? Number(file('pid')) : 0;
     if (leader) leaders.push(leader);
     return { ...finished, leader };
@@ -144,7 +175,7 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
     it('prints stdout from offset 0 as it is written, and exits with the agent’s exit code', async () => {
       await start(STEPWISE);
       let printed = '';
-      const follower = exec(followArgv(dir, 'stdout', 0), (chunk) => (printed += chunk));
+      const follower = exec(shell, followArgv(dir, 'stdout', 0), (chunk) => (printed += chunk));
 
       await until(() => printed === 'one\n', 'the follower printed the first line');
       // Printed while the agent still runs, before it wrote anything else.
@@ -160,9 +191,9 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
     it('prints exactly the bytes after a middle offset as they are written', async () => {
       await start(STEPWISE);
       await until(() => file('stdout') === 'one\n', 'the agent printed its first line');
-      const fromInsideLine = exec(followArgv(dir, 'stdout', 2));
-      const fromEnd = exec(followArgv(dir, 'stdout', 4));
-      const stderr = exec(followArgv(dir, 'stderr', 0));
+      const fromInsideLine = exec(shell, followArgv(dir, 'stdout', 2));
+      const fromEnd = exec(shell, followArgv(dir, 'stdout', 4));
+      const stderr = exec(shell, followArgv(dir, 'stderr', 0));
       await new Promise((resolve) => setTimeout(resolve, 200));
 
       go();
@@ -178,10 +209,10 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
       go();
       await until(() => existsSync(join(dir, 'exit')), 'the agent exited');
 
-      const rest = await exec(followArgv(dir, 'stdout', 4)).done;
-      const insideChar = await exec(followArgv(dir, 'stdout', 8)).done;
-      const nothingLeft = await exec(followArgv(dir, 'stdout', Buffer.byteLength(`one\nthr€e${ENDED}`))).done;
-      const stderr = await exec(followArgv(dir, 'stderr', 0)).done;
+      const rest = await exec(shell, followArgv(dir, 'stdout', 4)).done;
+      const insideChar = await exec(shell, followArgv(dir, 'stdout', 8)).done;
+      const nothingLeft = await exec(shell, followArgv(dir, 'stdout', Buffer.byteLength(`one\nthr€e${ENDED}`))).done;
+      const stderr = await exec(shell, followArgv(dir, 'stderr', 0)).done;
 
       expect(rest).toMatchObject({ code: 3, stdout: `${LAST}${ENDED}` });
       expect(insideChar).toMatchObject({ code: 3, stdout: `\x82\xace${ENDED}` });
@@ -191,7 +222,7 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
     }, 30_000);
 
     it('waits for a run to start, and gives up after 10 s (exit 126) when it never does', async () => {
-      await expect(exec(followArgv(dir, 'stdout', 0)).done).resolves.toMatchObject({ code: 126, stdout: '', stderr: 'the run did not start\n' });
+      await expect(exec(shell, followArgv(dir, 'stdout', 0)).done).resolves.toMatchObject({ code: 126, stdout: '', stderr: 'the run did not start\n' });
     }, 30_000);
   });
 
@@ -201,9 +232,9 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
       await until(() => existsSync(join(control, 'child')) && readFileSync(join(control, 'child'), 'utf8').endsWith('\n'), 'the agent started its child');
       const child = Number(readFileSync(join(control, 'child'), 'utf8'));
       expect(isRunning(child)).toBe(true);
-      const follower = exec(followArgv(dir, 'stdout', 0));
+      const follower = exec(shell, followArgv(dir, 'stdout', 0));
 
-      const killer = await exec(killArgv(dir)).done;
+      const killer = await exec(shell, killArgv(dir)).done;
 
       expect(killer).toMatchObject({ code: 0, stdout: '', stderr: '' });
       await until(() => !isRunning(child) && !isRunning(started.leader), 'the agent and its child ended');
@@ -212,17 +243,17 @@ describe('claude-run-log scripts (real /bin/sh and coreutils)', () => {
     }, 30_000);
 
     it('does nothing for a run that was never started', async () => {
-      await expect(exec(killArgv(dir)).done).resolves.toMatchObject({ code: 0, stdout: '', stderr: '' });
+      await expect(exec(shell, killArgv(dir)).done).resolves.toMatchObject({ code: 0, stdout: '', stderr: '' });
     });
   });
+});
 
-  describe('runLogDir', () => {
-    it('puts a run’s logs under /run/claude-runs', () => {
-      expect(runLogDir('0b6f7c1e-2f4a-4c3e-9a57-3f1d2e4b5c6d')).toBe('/run/claude-runs/0b6f7c1e-2f4a-4c3e-9a57-3f1d2e4b5c6d');
-    });
+describe('runLogDir', () => {
+  it('puts a run’s logs under /run/claude-runs', () => {
+    expect(runLogDir('0b6f7c1e-2f4a-4c3e-9a57-3f1d2e4b5c6d')).toBe('/run/claude-runs/0b6f7c1e-2f4a-4c3e-9a57-3f1d2e4b5c6d');
+  });
 
-    it.each(['../etc', 'a/b', '..', '/abs', '', 'x'.repeat(65), 'a b', 'run;rm'])('refuses %j as a run id', (runId) => {
-      expect(() => runLogDir(runId)).toThrow('not a run id');
-    });
+  it.each(['../etc', 'a/b', '..', '/abs', '', 'x'.repeat(65), 'a b', 'run;rm'])('refuses %j as a run id', (runId) => {
+    expect(() => runLogDir(runId)).toThrow('not a run id');
   });
 });

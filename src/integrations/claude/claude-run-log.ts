@@ -10,6 +10,13 @@ export const RUN_LOG_ROOT = '/run/claude-runs';
 /** Waits (at most 10 s) for the wrapper to write its pid, which it does first thing. */
 const UNTIL_PID_FILE = 'n=0; while [ ! -s "$d/pid" ]; do n=$((n + 1)); [ "$n" -le 1000 ] || { echo "the run did not start" >&2; exit 126; }; sleep 0.01; done';
 
+/** Follows `$f` from byte `$from` while the agent (`$pid`) runs, with any POSIX shell, tail and cat. */
+const PORTABLE_FOLLOWER = [
+  'exec 3< "$f"; tail -c "+$from" <&3',
+  'while kill -0 "$pid" 2> /dev/null && [ ! -e "$d/exit" ]; do sleep 0.05 2> /dev/null || sleep 1; cat <&3; done',
+  'cat <&3',
+].join('; ');
+
 /** The line the wrapper appends to both logs once the agent has ended, with its exit code. */
 const END_OF_RUN = 'claude-run-ended';
 const END_OF_RUN_LINE = new RegExp(`^${END_OF_RUN} (\\d+)$`);
@@ -74,8 +81,13 @@ export function followArgv(dir: string, stream: LogStream, offset: number): stri
     'd=$1; f=$d/$2; from=$(($3 + 1))',
     // May start before the starter has made the run's directory: it waits for the agent's pid.
     UNTIL_PID_FILE,
-    // -s: how often tail checks that the agent still runs (and polls a file it cannot watch through inotify).
-    'if [ -e "$d/exit" ]; then tail -c "+$from" "$f"; else tail -c "+$from" -s 0.02 --pid="$(cat "$d/pid")" -f "$f"; fi',
+    'pid=$(cat "$d/pid")',
+    'if [ -e "$d/exit" ]; then tail -c "+$from" "$f"',
+    // GNU tail: -s is how often it checks that the agent still runs (and polls a file it cannot watch through inotify).
+    'elif tail -s 0.02 --pid="$pid" -c 0 /dev/null > /dev/null 2>&1; then tail -c "+$from" -s 0.02 --pid="$pid" -f "$f"',
+    // Other tails (busybox: no --pid, whole seconds only): one descriptor on the log, each cat printing what was
+    // written since the last one and leaving the shared offset at its end; the last cat comes after the agent ended.
+    `else ${PORTABLE_FOLLOWER}; fi`,
     '[ "$2" = stdout ] || exit 0',
     '[ -s "$d/exit" ] || exit 137',
     'exit "$(cat "$d/exit")"',
