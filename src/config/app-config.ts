@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { EnvironmentVariables, validateEnvironment } from './environment';
@@ -42,6 +43,8 @@ export class AppConfig {
     sweepIntervalSeconds: number;
     bwrapBin: string;
     claudeBin: string;
+    /** The CLI's musl build, placed into sandboxes on musl images (claudeBin is the build of the host's libc). */
+    claudeBinMusl: string;
   };
   /** Model credentials and Claude settings; only ever passed to the Claude process. */
   readonly claude: {
@@ -105,6 +108,7 @@ export class AppConfig {
       sweepIntervalSeconds: env.SANDBOX_SWEEP_INTERVAL_SECONDS,
       bwrapBin: env.BWRAP_BIN,
       claudeBin: resolve(env.CLAUDE_BIN ?? bundledClaudeBinary()),
+      claudeBinMusl: resolve(env.CLAUDE_BIN_MUSL ?? fetchedMuslClaudeBinary()),
     };
     this.claude = {
       credentials: pickDefined({
@@ -173,6 +177,19 @@ function pickDefined(values: Record<string, string | undefined>): Record<string,
 /** The Claude Code CLI of the pinned npm dependency. */
 function bundledClaudeBinary(): string {
   return join(dirname(require.resolve('@anthropic-ai/claude-code/package.json')), 'bin', 'claude.exe');
+}
+
+/** Where scripts/fetch-claude-musl.sh puts the musl build of the pinned CLI (npm installs only the host libc's build). */
+function fetchedMuslClaudeBinary(): string {
+  const { version } = require('@anthropic-ai/claude-code/package.json') as { version: string };
+  return join(projectRoot(), '.cache', 'claude-code', `claude-code-linux-${process.arch}-musl-${version}`, 'claude');
+}
+
+/** The nearest directory above this file holding a package.json (from src/ or from dist/src/). */
+function projectRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }
 
 /** `2` → hop count, `true` → every hop, otherwise Express' list of addresses/subnets/names (`loopback, 10.0.0.0/8`). */

@@ -129,6 +129,10 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(emptyToUndefined) @IsString()
   CLAUDE_BIN?: string;
 
+  /** The CLI's musl build, for local sandboxes on musl images (alpine); `npm run build` fetches it to the default. */
+  @IsOptional() @Transform(emptyToUndefined) @IsString()
+  CLAUDE_BIN_MUSL?: string;
+
   // --- Claude runs (model credentials are passed only to the Claude process) ---
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_API_KEY?: string;
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_AUTH_TOKEN?: string;
