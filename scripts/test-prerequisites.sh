@@ -16,6 +16,9 @@ command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 command -v ps >/dev/null 2>&1 || missing+=(procps)
 command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
+# Image roots of the Claude-in-images tests (test/support/image-roots.ts): a static busybox and musl's loader.
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+command -v ld-musl-config >/dev/null 2>&1 || missing+=(musl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]} with apt-get"
   $SUDO apt-get update -qq

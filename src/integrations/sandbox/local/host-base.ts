@@ -100,11 +100,11 @@ export async function prepareSandboxBase(baseDir: string, serviceHidden: string[
 /** The top-level directories of the additions, which cover those of the layers of the same name. */
 const ADDITIONS_TOPS = [CLAUDE_DIR_IN_SANDBOX.split('/')[1], 'etc'];
 
-function identityHash(identity: unknown): string {
+export function identityHash(identity: unknown): string {
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
 }
 
-async function fileIdentity(path: string): Promise<unknown> {
+export async function fileIdentity(path: string): Promise<unknown> {
   const stats = await stat(path).catch(() => null);
   return stats && { path, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }
@@ -242,7 +242,7 @@ async function inSlices<T, R>(items: T[], work: (item: T) => R): Promise<R[]> {
 }
 
 /** Builds `dir` unless it exists, in a partial directory renamed into place: a concurrent build of the same content wins quietly. */
-async function buildOnce(dir: string, buildInto: (partial: string) => Promise<void>): Promise<void> {
+export async function buildOnce(dir: string, buildInto: (partial: string) => Promise<void>): Promise<void> {
   if (await stat(dir).catch(() => null)) return;
   const partial = `${dir}.partial-${randomBytes(4).toString('hex')}`;
   try {
@@ -289,7 +289,7 @@ async function copyResolverFile(file: string, target: string): Promise<void> {
  * A hard link costs nothing (the CLI is some 400 MB); overlayfs never writes to a lower layer, so
  * the host's file stays as it is. A copy where DATA_DIR is on another filesystem.
  */
-async function placeClaude(claudeBin: string, target: string): Promise<void> {
+export async function placeClaude(claudeBin: string, target: string): Promise<void> {
   await link(claudeBin, target).catch(() => copyFile(claudeBin, target));
 }
 
@@ -347,7 +347,7 @@ function copySharedFile(source: string, target: string): boolean {
   }
 }
 
-async function makeDir(path: string, mode: number): Promise<void> {
+export async function makeDir(path: string, mode: number): Promise<void> {
   await mkdir(path, { recursive: true });
   await chmod(path, mode); // not subject to the umask
 }

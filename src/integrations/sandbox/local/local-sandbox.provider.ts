@@ -21,6 +21,7 @@ import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, S
 import { prepareSandboxBase, type SandboxBase } from './host-base';
 import { type HostTools, locateHostTools, locateSandboxHelper } from './host-tools';
 import { ImageCache, imageCacheKey } from './image-cache';
+import { prepareImageClaude } from './image-claude';
 import { InheritedFdShield } from './inherited-fds';
 import { exitCodeOf, LocalSandboxProcess, runCapturingTail, TIMEOUT_EXIT_CODE } from './local-sandbox.process';
 import { LocalVolumeAccess } from './local-volume-access';
@@ -689,11 +690,19 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private async rootLayers(imageRoot: string | undefined, cachedLayers: string | null): Promise<[string[], Array<{ name: string; lowerDirs: string[] }>]> {
     const cached = (layer: string) => (cachedLayers && existsSync(join(cachedLayers, layer)) ? [join(cachedLayers, layer)] : []);
     const base = await this.getSandboxBase();
-    if (imageRoot) return [[...cached(ROOT_LAYER), base.additionsDir, imageRoot], []];
+    if (imageRoot) return [[...cached(ROOT_LAYER), ...(await this.claudeLayers([imageRoot])), base.additionsDir, imageRoot], []];
     return [
       [...cached(ROOT_LAYER), base.additionsDir, base.skeletonDir],
       base.layers.map((layer) => ({ name: layer.name, lowerDirs: [...cached(layer.name), ...layer.lowerDirs] })),
     ];
+  }
+
+  /** The layers that make the Claude CLI run in the image (its libc's build, or a loader for a libc-less one). */
+  private async claudeLayers(imageLayers: string[]): Promise<string[]> {
+    const { claudeBinMusl } = this.config.sandbox;
+    const claude = await prepareImageClaude(imageLayers, { baseDir: this.dataPath('rootfs'), claudeBinMusl });
+    if (claude.problem) this.logger.warn(`Claude runs will fail in this ${claude.libc} image: ${claude.problem}`);
+    return claude.lowerDirs;
   }
 
   /** An image by name; the host view by the content hash its base directory is named after. */
