@@ -25,3 +25,16 @@ describe('INSTANCE_ID', () => {
     expect(generatedInstanceId('h'.repeat(200))).toMatch(/^h{48}-[0-9a-f]{6}$/);
   });
 });
+
+describe('CLAUDE_BIN_MUSL', () => {
+  it('defaults to where scripts/fetch-claude-musl.sh puts the musl build of the pinned CLI', () => {
+    const { version } = require('@anthropic-ai/claude-code/package.json') as { version: string };
+
+    expect(AppConfig.fromEnvironment({}).sandbox.claudeBinMusl).toMatch(new RegExp(`/\\.cache/claude-code/claude-code-linux-${process.arch}-musl-${version.replaceAll('.', '\\.')}/claude$`));
+  });
+
+  it('is taken as an absolute path when given; empty means the default', () => {
+    expect(AppConfig.fromEnvironment({ CLAUDE_BIN_MUSL: 'bin/claude-musl' }).sandbox.claudeBinMusl).toBe(`${process.cwd()}/bin/claude-musl`);
+    expect(AppConfig.fromEnvironment({ CLAUDE_BIN_MUSL: '' }).sandbox.claudeBinMusl).toBe(AppConfig.fromEnvironment({}).sandbox.claudeBinMusl);
+  });
+});
