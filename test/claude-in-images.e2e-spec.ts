@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { AppConfig } from '../src/config/app-config';
 import { FakeAnthropic } from './support/fake-anthropic';
 import { api } from './support/http';
@@ -25,6 +25,7 @@ describe('Claude runs inside images (local engine)', () => {
     fake = await FakeAnthropic.start({ delayMs: 5 });
     app = await startTestApp({ env: { SANDBOX_PROVIDER: 'local', IMAGES_DIR: roots.dir, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-ant-test-images', RUN_IDLE_TIMEOUT_SECONDS: '20' } });
     config = app.app.get(AppConfig).sandbox;
+    if (!existsSync(config.claudeBinMusl)) throw new Error(`the CLI's musl build is missing at ${config.claudeBinMusl}: run \`npm run build\` (scripts/fetch-claude-musl.sh)`);
     token = (await createMember(app)).token;
     user = api(app.url, token);
   }, 120_000);
