@@ -42,6 +42,8 @@ export class AppConfig {
     sweepIntervalSeconds: number;
     bwrapBin: string;
     claudeBin: string;
+    /** Registry images of the local engine. */
+    registry: { authFile?: string; pullPolicy: 'if-not-present' | 'always' | 'never'; insecure: string[] };
   };
   /** Model credentials and Claude settings; only ever passed to the Claude process. */
   readonly claude: {
@@ -105,6 +107,11 @@ export class AppConfig {
       sweepIntervalSeconds: env.SANDBOX_SWEEP_INTERVAL_SECONDS,
       bwrapBin: env.BWRAP_BIN,
       claudeBin: resolve(env.CLAUDE_BIN ?? bundledClaudeBinary()),
+      registry: {
+        authFile: env.REGISTRY_AUTH_FILE ? resolve(env.REGISTRY_AUTH_FILE) : undefined,
+        pullPolicy: env.IMAGE_PULL_POLICY,
+        insecure: (env.REGISTRY_INSECURE ?? '').split(',').map((entry) => entry.trim().toLowerCase()).filter(Boolean),
+      },
     };
     this.claude = {
       credentials: pickDefined({
