@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImagePullRefusedError } from '../sandbox-provider.errors';
@@ -125,6 +125,25 @@ describe('RegistryImageStore', () => {
     expect(readdirSync(join(dir, 'store', 'tmp'))).toEqual([]);
     expect(readdirSync(join(dir, 'store', 'images'))).toEqual([]);
     expect(existsSync((await store(tools).get('x.io/a:1')).rootDir)).toBe(true);
+  });
+});
+
+describe('RegistryImageStore housekeeping', () => {
+  it('removes partial pulls a dead process left a day ago, and no others', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'registry-images-'));
+    try {
+      const tmp = join(dir, 'store', 'tmp');
+      mkdirSync(join(tmp, 'pull-old'), { recursive: true });
+      mkdirSync(join(tmp, 'pull-recent'), { recursive: true });
+      const dayAgo = new Date(Date.now() - 25 * 3600 * 1000);
+      utimesSync(join(tmp, 'pull-old'), dayAgo, dayAgo);
+
+      await new RegistryImageStore(join(dir, 'store'), fakeTools() as unknown as RegistryTools, { pullPolicy: 'if-not-present', insecureRegistries: [], platform: PLATFORM }, () => undefined).get('x.io/a:1');
+
+      expect(readdirSync(tmp)).toEqual(['pull-recent']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

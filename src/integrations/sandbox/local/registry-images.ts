@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImagePullRefusedError } from '../sandbox-provider.errors';
 import { canonicalReference, type ImageReference, isInsecureRegistry, parseImageReference, pinnedReference } from './image-reference';
@@ -34,6 +34,8 @@ interface StoredImage {
 
 /** Part of every entry's directory name: entries unpacked by an older layout are never reused. */
 const STORE_FORMAT = 1;
+/** A partial pull this old was left by a process that died: no pull runs that long (each tool call is bounded). */
+const STALE_PULL_MS = 24 * 3600 * 1000;
 
 /**
  * Registry images unpacked under `dir`, content-addressed by manifest digest:
@@ -129,6 +131,7 @@ export class RegistryImageStore {
       await chmod(this.dir, 0o700);
       await Promise.all(['images', 'tags', 'tmp', 'home'].map((name) => mkdir(join(this.dir, name), { recursive: true })));
       await writeFile(join(this.dir, 'policy.json'), JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
+      await removeStalePulls(join(this.dir, 'tmp'));
     })().catch((error: unknown) => {
       this.prepared = undefined;
       throw error;
@@ -163,6 +166,14 @@ export function registryToolFiles(dir: string): { home: string; policy: string }
 export function hostPlatform(arch: string = process.arch): Platform {
   const architecture = ({ x64: 'amd64', ia32: '386', ppc64: 'ppc64le' } as Record<string, string>)[arch] ?? arch;
   return { os: 'linux', architecture };
+}
+
+async function removeStalePulls(tmp: string): Promise<void> {
+  for (const name of await readdir(tmp)) {
+    const path = join(tmp, name);
+    const modified = (await stat(path).catch(() => undefined))?.mtimeMs;
+    if (modified !== undefined && Date.now() - modified > STALE_PULL_MS) await rm(path, { recursive: true, force: true });
+  }
 }
 
 async function readJson<T>(file: string): Promise<T | undefined> {
