@@ -116,7 +116,7 @@ describe('registry images on the local engine', () => {
     expect({ status: invalid.status, field: invalid.body.details?.field }).toEqual({ status: 400, field: 'image_base' });
   });
 
-  it('needs REGISTRY_AUTH_FILE for a private repository: refused without it, pulled with it; IMAGE_PULL_POLICY=never uses only the cache', async () => {
+  it('needs REGISTRY_AUTH_FILE for a private repository: refused without it, pulled with it; after a restart the sandbox keeps its image ENV; IMAGE_PULL_POLICY=never uses only the cache', async () => {
     const refused = await user.post('/api/sandboxes', { image_base: privateImage.tag });
     expect({ status: refused.status, reason: refused.body.details?.reason }).toEqual({ status: 422, reason: 'unauthorized' });
     expect(refused.body.message).toMatch(/^image_base: .* REGISTRY_AUTH_FILE/);
@@ -126,15 +126,18 @@ describe('registry images on the local engine', () => {
     let never: TestApp | undefined;
     let withAuthOpen = true;
     try {
-      const member = api(withAuth.url, (await createMember(withAuth)).token);
+      const { token } = await createMember(withAuth);
+      const member = api(withAuth.url, token);
       const id = await create({ image_base: privateImage.tag }, member);
       expect((await sh(id, 'echo "$VARIANT"', member)).stdout).toBe('private\n');
       expect(withAuth.logs.join('\n')).not.toContain('registry-password-42');
-      await member.delete(`/api/sandboxes/${id}`);
-      await withAuth.close();
+      await withAuth.close(); // the sandbox goes on for the next start
       withAuthOpen = false;
 
       never = await startTestApp({ env: { SANDBOX_PROVIDER: 'local', IMAGE_PULL_POLICY: 'never' }, reuse: { dataDir: withAuth.dataDir } });
+      const sameMember = api(never.url, token);
+      expect((await sh(id, 'echo "$VARIANT $IMAGE_GREETING"', sameMember)).stdout).toBe('private from-image-config\n');
+      await sameMember.delete(`/api/sandboxes/${id}`);
       const neverUser = api(never.url, (await createMember(never)).token);
       const cached = await create({ image_base: privateImage.tag }, neverUser);
       await neverUser.delete(`/api/sandboxes/${cached}`);
