@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a Debian/Ubuntu machine (run as root or with sudo):
-# bubblewrap, slirp4netns (each sandbox's network), a C compiler and libseccomp for the local sandboxes (their helper is built from C), Chromium for the browser tests, a running PostgreSQL.
+# bubblewrap, slirp4netns (each sandbox's network), a C compiler and libseccomp for the local sandboxes (their helper is built from C),
+# skopeo and umoci (registry images) with docker-registry, busybox-static and apache2-utils for their tests, Chromium for the browser tests, a running PostgreSQL.
 set -euo pipefail
 
 SUDO=""
@@ -16,8 +17,13 @@ command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 command -v ps >/dev/null 2>&1 || missing+=(procps)
 command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
-# Image roots of the Claude-in-images tests (test/support/image-roots.ts): a static busybox and musl's loader.
-command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+# Registry images: skopeo pulls, umoci unpacks; the tests run docker-registry on loopback with busybox images (htpasswd: apache2-utils).
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || missing+=(busybox-static)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+# Image roots of the Claude-in-images tests (test/support/image-roots.ts): musl's loader.
 command -v ld-musl-config >/dev/null 2>&1 || missing+=(musl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]} with apt-get"

@@ -38,3 +38,22 @@ describe('CLAUDE_BIN_MUSL', () => {
     expect(AppConfig.fromEnvironment({ CLAUDE_BIN_MUSL: '' }).sandbox.claudeBinMusl).toBe(AppConfig.fromEnvironment({}).sandbox.claudeBinMusl);
   });
 });
+
+describe('registry image settings', () => {
+  it('default to anonymous pulls of missing images, TLS everywhere but loopback', () => {
+    expect(AppConfig.fromEnvironment({}).sandbox.registry).toEqual({ authFile: undefined, pullPolicy: 'if-not-present', insecure: [] });
+  });
+
+  it('take an auth file, a pull policy and a list of insecure registries', () => {
+    const { registry } = AppConfig.fromEnvironment({ REGISTRY_AUTH_FILE: '/etc/mss/auth.json', IMAGE_PULL_POLICY: 'never', REGISTRY_INSECURE: 'Registry.lan:5000, 10.0.0.5:80' }).sandbox;
+
+    expect(registry).toEqual({ authFile: '/etc/mss/auth.json', pullPolicy: 'never', insecure: ['registry.lan:5000', '10.0.0.5:80'] });
+  });
+
+  it.each([
+    ['IMAGE_PULL_POLICY', 'sometimes'],
+    ['REGISTRY_INSECURE', 'http://registry.lan:5000'],
+  ])('refuse %s=%j', (name, value) => {
+    expect(() => AppConfig.fromEnvironment({ [name]: value })).toThrow(new RegExp(name));
+  });
+});

@@ -45,6 +45,8 @@ export class AppConfig {
     claudeBin: string;
     /** The CLI's musl build, placed into sandboxes on musl images (claudeBin is the build of the host's libc). */
     claudeBinMusl: string;
+    /** Registry images of the local engine. */
+    registry: { authFile?: string; pullPolicy: 'if-not-present' | 'always' | 'never'; insecure: string[] };
   };
   /** Model credentials and Claude settings; only ever passed to the Claude process. */
   readonly claude: {
@@ -109,6 +111,11 @@ export class AppConfig {
       bwrapBin: env.BWRAP_BIN,
       claudeBin: resolve(env.CLAUDE_BIN ?? bundledClaudeBinary()),
       claudeBinMusl: resolve(env.CLAUDE_BIN_MUSL ?? fetchedMuslClaudeBinary()),
+      registry: {
+        authFile: env.REGISTRY_AUTH_FILE ? resolve(env.REGISTRY_AUTH_FILE) : undefined,
+        pullPolicy: env.IMAGE_PULL_POLICY,
+        insecure: (env.REGISTRY_INSECURE ?? '').split(',').map((entry) => entry.trim().toLowerCase()).filter(Boolean),
+      },
     };
     this.claude = {
       credentials: pickDefined({

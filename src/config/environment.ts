@@ -133,6 +133,19 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(emptyToUndefined) @IsString()
   CLAUDE_BIN_MUSL?: string;
 
+  // --- registry images (local engine) ---
+  /** Credentials of private registries, containers-auth.json / Docker config.json format; unset = anonymous pulls. */
+  @IsOptional() @Transform(emptyToUndefined) @IsString()
+  REGISTRY_AUTH_FILE?: string;
+
+  /** if-not-present: a cached tag is used as is; always: tags are resolved again on every create; never: only cached images. */
+  @IsOptional() @IsIn(['if-not-present', 'always', 'never'])
+  IMAGE_PULL_POLICY: 'if-not-present' | 'always' | 'never' = 'if-not-present';
+
+  /** Registries (host:port, comma-separated) spoken to over plain HTTP or unverified TLS; loopback registries need no listing. */
+  @IsOptional() @Transform(emptyToUndefined) @Matches(/^\s*[A-Za-z0-9.-]+(:\d{1,5})?(\s*,\s*[A-Za-z0-9.-]+(:\d{1,5})?)*\s*$/, { message: 'REGISTRY_INSECURE must be host:port entries separated by commas' })
+  REGISTRY_INSECURE?: string;
+
   // --- Claude runs (model credentials are passed only to the Claude process) ---
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_API_KEY?: string;
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_AUTH_TOKEN?: string;

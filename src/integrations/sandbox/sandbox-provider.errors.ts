@@ -43,6 +43,28 @@ export class ProviderTimeoutError extends DeadlineExceededError {
 }
 /** An image the engine cannot build or use (e.g. a registry image on the local engine). */
 export class UnsupportedImageError extends UnprocessableError {}
+
+/** Why a registry refused or lacks an image: the request's image_base is wrong, not the service. */
+export type ImageRefusal = 'not_found' | 'unauthorized' | 'digest_mismatch' | 'not_cached' | 'no_platform';
+
+/** An image_base that is no valid OCI/Docker reference. */
+export class InvalidImageReferenceError extends InvalidInputError {
+  constructor(readonly image: string, reason: string) {
+    super(`image_base: ${image} is not a valid image reference (${reason})`, { step: 'image', field: 'image_base', image });
+  }
+}
+/** A registry image that cannot be had: absent, refused to our credentials, not the digest asked for, or not cached under IMAGE_PULL_POLICY=never. */
+export class ImagePullRefusedError extends UnprocessableError {
+  constructor(readonly image: string, readonly reason: ImageRefusal, explanation: string) {
+    super(`image_base: ${image} ${explanation}`, { step: 'image', field: 'image_base', image, reason });
+  }
+}
+/** The registry could not be reached (network, TLS, outage): worth a retry, not the request's fault. */
+export class RegistryUnavailableError extends UnavailableError {
+  constructor(readonly image: string, reason: string) {
+    super(`image_base: the registry of ${image} is unavailable: ${reason}`, { step: 'image', field: 'image_base', image });
+  }
+}
 /** A network policy field the engine cannot enforce (e.g. allowed_domains on Modal); refused before anything is created. */
 export class UnsupportedNetworkPolicyError extends UnprocessableError {
   constructor(readonly field: string, reason: string) {

@@ -19,7 +19,7 @@ export const NETWORK_DESCRIPTION = [
 ].join(' ');
 
 export class CreateSandboxDto {
-  @ApiPropertyOptional({ description: 'Image: omitted or "host" = the host system view (local) / the default image (Modal); a directory name under IMAGES_DIR (local); a registry reference (Modal)', example: 'host' })
+  @ApiPropertyOptional({ description: 'Image: omitted or "host" = the host system view (local) / the default image (Modal); a directory name under IMAGES_DIR (local); otherwise an OCI/Docker registry reference such as alpine:3.21 or registry.example.com/team/img@sha256:… (both engines)', example: 'host' })
   @IsOptional() @IsString() @MinLength(1) @MaxLength(255)
   image_base?: string;
 

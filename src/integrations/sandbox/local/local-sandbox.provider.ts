@@ -17,9 +17,9 @@ import {
   type SandboxState,
   type VolumeAccess,
 } from '../sandbox-provider';
-import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError, UnsupportedImageError } from '../sandbox-provider.errors';
+import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError } from '../sandbox-provider.errors';
 import { prepareSandboxBase, type SandboxBase } from './host-base';
-import { type HostTools, locateHostTools, locateSandboxHelper } from './host-tools';
+import { findExecutable, type HostTools, locateHostTools, locateSandboxHelper } from './host-tools';
 import { ImageCache, imageCacheKey } from './image-cache';
 import { prepareImageClaude } from './image-claude';
 import { InheritedFdShield } from './inherited-fds';
@@ -44,6 +44,9 @@ import { attachEgressFilter, egressRules, HOST_ADDRESS_IN_SANDBOX, hostAddressDe
 import { SandboxSpawner } from './sandbox-spawner';
 import type { KeptExit } from './sandbox-spawner.helper';
 import { isMountSafePath, type OverlayMount, ROOT_LAYER, SandboxDirs, sandboxFstab } from './sandbox-mounts';
+import type { ImageConfig } from './oci-image-config';
+import { hostPlatform, RegistryImageStore, registryToolFiles } from './registry-images';
+import { RegistryTools } from './registry-tools';
 import { HOST_SYSTEM_ENTRIES } from './sandbox-rootfs';
 
 /** Account ids, volume names and image names become directory names. */
@@ -84,6 +87,14 @@ interface PreparedSandbox {
   spare: Promise<LocalSandboxProcess>;
 }
 
+/** What image_base names: the host view, a root under IMAGES_DIR, or a pulled registry image (by digest). */
+interface ResolvedImage {
+  name: string;
+  rootDir?: string;
+  digest?: string;
+  config?: ImageConfig;
+}
+
 interface LocalSandbox extends ProcessDefaults {
   id: string;
   dirs: SandboxDirs;
@@ -114,6 +125,8 @@ interface PersistedState {
   bootId: string;
   /** Its port of the egress proxy (allowlist with domains), re-opened after a restart. */
   proxyPort?: number;
+  /** ENV/WORKDIR of its registry image, which the Dockerfile lines start from (the tag may name another image by now). */
+  imageConfig?: ImageConfig;
 }
 
 /**
@@ -141,6 +154,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   /** Volume filesystems this instance mounted in its mount namespace, unmounted when it stops. */
   private readonly mountedVolumes = new Set<string>();
   private sandboxBase?: Promise<SandboxBase>;
+  private registryImagesOnce?: RegistryImageStore;
   private abandonedSwept?: Promise<void>;
   /** Plain host-view sandboxes prepared ahead (mounted, launcher waiting), oldest first. */
   private readonly warm: Array<Promise<PreparedSandbox>> = [];
@@ -336,7 +350,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
     const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
     const { id, dirs, cgroups, natCgroups, network, launcher, spare } = prepared;
-    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, network, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps)) };
+    const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, network, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps, image.config)) };
     try {
       // Side by side: until create() returns or runs an image step, only the engine's init runs inside.
       const [initPid] = await Promise.all([
@@ -351,11 +365,11 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       // From here the sandbox outlives this service: the supervisor keeps it until its lifetime.
       launcher.process.keep({ key: `sandbox ${id}`, deadline: expiresAt, exitFile: dirs.exitFile });
       network.keep({ key: `NAT of ${id}`, deadline: expiresAt, exitFile: dirs.natExitFile });
-      const persisted: PersistedState = { initPid, expiresAt, accountId: spec.accountId, bootId: await bootId(), proxyPort: this.egressProxy.portOf(id) };
+      const persisted: PersistedState = { initPid, expiresAt, accountId: spec.accountId, bootId: await bootId(), proxyPort: this.egressProxy.portOf(id), imageConfig: image.config };
       await writeFile(dirs.stateFile, JSON.stringify(persisted));
       this.watchLiveness();
 
-      await this.applyImageSteps(sandbox, steps, cachedLayers !== null);
+      await this.applyImageSteps(sandbox, steps, cachedLayers !== null, image.config);
       // The writable layer is mounted only in the launcher's mount namespace: read it through there.
       const throughLauncher = (dir: string) => `/proc/${launcher.process.pid}/root${dir}`;
       if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => throughLauncher(overlay.upperDir)));
@@ -365,7 +379,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     } finally {
       if (isPlainHostView) this.warmUp();
     }
-    this.logger.log(`sandbox ${id} created for sandbox ${spec.sandboxId} of account ${spec.accountId} (image ${image.name}, network ${spec.network.mode})`);
+    this.logger.log(`sandbox ${id} created for sandbox ${spec.sandboxId} of account ${spec.accountId} (image ${image.name}${image.digest ? ` ${image.digest}` : ''}, network ${spec.network.mode})`);
     return { providerSandboxId: id, limits: this.enforcedLimits(spec, cgroups) };
   }
 
@@ -419,7 +433,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       networkEnv: {},
       initPid: persisted.initPid,
       state: { status: 'running' },
-      ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands))),
+      ...sandboxDefaults(spec, imageDefaultsOf(parseDockerfileCommands(spec.dockerfileCommands), persisted.imageConfig)),
     };
     await this.reopenEgressProxy(sandbox, spec, persisted.proxyPort);
     // The host may have gained addresses while no service watched: they are denied to it before it is used again.
@@ -535,17 +549,27 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return this.dataPath('volumes', safeName(accountId, 'volume', 'account id'), safeName(volumeName, 'volume', 'volume name'));
   }
 
-  private async resolveImage(imageBase: string | undefined): Promise<{ name: string; rootDir?: string }> {
+  /** The host view; a directory of that name under IMAGES_DIR; otherwise a registry reference, pulled unless cached. */
+  private async resolveImage(imageBase: string | undefined): Promise<ResolvedImage> {
     if (imageBase === undefined || imageBase === 'host') return { name: 'host' };
     const rootDir = join(this.config.sandbox.imagesDir, imageBase);
     const isImportedRoot = SAFE_NAME.test(imageBase) && (await stat(rootDir).catch(() => null))?.isDirectory();
-    if (!isImportedRoot) {
-      throw new UnsupportedImageError(
-        `image ${imageBase} is not available on the local sandbox engine: registry images need the Modal provider (SANDBOX_PROVIDER=modal) or a root filesystem imported as a directory under IMAGES_DIR`,
-        { step: 'image', image: imageBase },
-      );
-    }
-    return { name: imageBase, rootDir };
+    if (isImportedRoot) return { name: imageBase, rootDir };
+    const pulled = await this.registryImages().get(imageBase);
+    return { name: imageBase, rootDir: pulled.rootDir, digest: pulled.digest, config: pulled.config };
+  }
+
+  /** Registry images need skopeo and umoci, looked up on first use: hosts without them still run host-view sandboxes. */
+  private registryImages(): RegistryImageStore {
+    if (this.registryImagesOnce) return this.registryImagesOnce;
+    const skopeo = findExecutable('skopeo');
+    const umoci = findExecutable('umoci');
+    if (!skopeo || !umoci) throw new ProviderUnavailableError('image', 'registry images need skopeo and umoci on the host: run `apt-get install skopeo umoci`');
+    const dir = this.dataPath('registry-images');
+    const { pullPolicy, authFile, insecure } = this.config.sandbox.registry;
+    const tools = new RegistryTools({ skopeo, umoci }, registryToolFiles(dir));
+    this.registryImagesOnce = new RegistryImageStore(dir, tools, { pullPolicy, authFile, insecureRegistries: insecure, platform: hostPlatform() }, (message) => this.logger.log(message));
+    return this.registryImagesOnce;
   }
 
   /** The prepared plain host-view sandbox, or a new one when none is ready. */
@@ -705,8 +729,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return claude.lowerDirs;
   }
 
-  /** An image by name; the host view by the content hash its base directory is named after. */
-  private async baseIdentity(image: { name: string; rootDir?: string }): Promise<string> {
+  /** A registry image by digest (a re-pushed tag is another base), an IMAGES_DIR root by name; the host view by the content hash its base directory is named after. */
+  private async baseIdentity(image: ResolvedImage): Promise<string> {
+    if (image.digest) return `registry:${image.digest}`;
     if (image.rootDir) return `image:${image.name}`;
     return `host:${basename(dirname((await this.getSandboxBase()).skeletonDir))}`;
   }
@@ -722,8 +747,8 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   /** Runs the Dockerfile lines in the fresh sandbox; with cached layers only ENV and WORKDIR are applied. */
-  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean): Promise<void> {
-    const current = initialImageDefaults();
+  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, image: ImageConfig | undefined): Promise<void> {
+    const current = initialImageDefaults(image);
     Object.assign(current.env, sandbox.networkEnv);
     for (const step of steps) {
       applyConfigStep(current, step);

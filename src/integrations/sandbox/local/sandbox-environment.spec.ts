@@ -24,6 +24,13 @@ describe('imageDefaultsOf', () => {
     expect(defaults.workdir).toBe('/srv/app');
   });
 
+  it('starts from the image ENV and WORKDIR: its PATH after the Claude CLI, a relative WORKDIR line against its workdir', () => {
+    const defaults = imageDefaultsOf(parseDockerfileCommands(['ENV GREETING="$IMAGE_VAR there"', 'WORKDIR app']), { env: { PATH: '/usr/bin:/bin', IMAGE_VAR: 'hi' }, workdir: '/srv' });
+
+    expect(defaults.env).toMatchObject({ PATH: '/opt/claude-code/bin:/usr/bin:/bin', IMAGE_VAR: 'hi', GREETING: 'hi there', HOME: '/root' });
+    expect(defaults.workdir).toBe('/srv/app');
+  });
+
   it('leaves the workdir to the sandbox when no WORKDIR line sets one', () => {
     expect(imageDefaultsOf(parseDockerfileCommands(['RUN true']))).not.toHaveProperty('workdir');
   });

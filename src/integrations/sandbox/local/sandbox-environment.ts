@@ -1,7 +1,8 @@
 import { posix } from 'node:path';
 import { type DockerfileStep, expandEnvReferences } from '../dockerfile';
 import type { SandboxSpec, SandboxState } from '../sandbox-provider';
-import { DEFAULT_SANDBOX_ENV } from './sandbox-commands';
+import type { ImageConfig } from './oci-image-config';
+import { CLAUDE_DIR_IN_SANDBOX, DEFAULT_SANDBOX_ENV } from './sandbox-commands';
 
 /** The environment of a sandbox's processes and where they start. */
 export interface ProcessDefaults {
@@ -9,9 +10,14 @@ export interface ProcessDefaults {
   workdir: string;
 }
 
-/** Where the Dockerfile lines have got to: the environment and workdir RUN lines see. */
-export function initialImageDefaults(): ProcessDefaults {
-  return { env: { ...DEFAULT_SANDBOX_ENV }, workdir: '/' };
+/**
+ * Where the Dockerfile lines start: the image's ENV over the engine's defaults (its PATH keeps the
+ * Claude CLI's directory first) and its WORKDIR, or `/`.
+ */
+export function initialImageDefaults(image?: ImageConfig): ProcessDefaults {
+  const env = { ...DEFAULT_SANDBOX_ENV, ...image?.env };
+  if (image?.env.PATH !== undefined) env.PATH = `${CLAUDE_DIR_IN_SANDBOX}:${image.env.PATH}`;
+  return { env, workdir: image?.workdir ? posix.resolve('/', image.workdir) : '/' };
 }
 
 /** ENV sets (expanding `$NAME` from what is set so far), WORKDIR moves relative to the last one. */
@@ -21,8 +27,8 @@ export function applyConfigStep(current: ProcessDefaults, step: DockerfileStep):
 }
 
 /** The environment (defaults plus ENV lines) and, when a WORKDIR line sets one, the workdir of the image. */
-export function imageDefaultsOf(steps: DockerfileStep[]): Partial<ProcessDefaults> {
-  const current = initialImageDefaults();
+export function imageDefaultsOf(steps: DockerfileStep[], image?: ImageConfig): Partial<ProcessDefaults> {
+  const current = initialImageDefaults(image);
   steps.forEach((step) => applyConfigStep(current, step));
   return { env: current.env, ...(steps.some((step) => step.kind === 'workdir') ? { workdir: current.workdir } : {}) };
 }
