@@ -12,6 +12,7 @@ import { ConfigModule } from './config/config.module';
 import { DatabaseModule } from './database/database.module';
 import { AuthModule } from './modules/auth/auth.module';
 import { HealthModule } from './modules/health/health.module';
+import { ImagesModule } from './modules/images/images.module';
 import { ModelGatewayModule } from './modules/model-gateway/model-gateway.module';
 import { FilesModule } from './modules/files/files.module';
 import { RunsModule } from './modules/runs/runs.module';
@@ -59,6 +60,7 @@ export class AppModule implements OnApplicationBootstrap, OnApplicationShutdown 
         RunsModule,
         ModelGatewayModule,
         FilesModule,
+        ImagesModule,
       ],
       providers: [
         { provide: APP_FILTER, useClass: HttpExceptionFilter },

@@ -41,17 +41,24 @@ describe('CLAUDE_BIN_MUSL', () => {
 
 describe('registry image settings', () => {
   it('default to anonymous pulls of missing images, TLS everywhere but loopback', () => {
-    expect(AppConfig.fromEnvironment({}).sandbox.registry).toEqual({ authFile: undefined, pullPolicy: 'if-not-present', insecure: [] });
+    expect(AppConfig.fromEnvironment({}).sandbox.registry).toEqual({ authFile: undefined, pullPolicy: 'if-not-present', insecure: [], cacheMaxBytes: undefined });
   });
 
   it('take an auth file, a pull policy and a list of insecure registries', () => {
     const { registry } = AppConfig.fromEnvironment({ REGISTRY_AUTH_FILE: '/etc/mss/auth.json', IMAGE_PULL_POLICY: 'never', REGISTRY_INSECURE: 'Registry.lan:5000, 10.0.0.5:80' }).sandbox;
 
-    expect(registry).toEqual({ authFile: '/etc/mss/auth.json', pullPolicy: 'never', insecure: ['registry.lan:5000', '10.0.0.5:80'] });
+    expect(registry).toEqual({ authFile: '/etc/mss/auth.json', pullPolicy: 'never', insecure: ['registry.lan:5000', '10.0.0.5:80'], cacheMaxBytes: undefined });
+  });
+
+  it('take IMAGE_CACHE_MAX_GB in GiB (fractions allowed) as a byte cap', () => {
+    expect(AppConfig.fromEnvironment({ IMAGE_CACHE_MAX_GB: '1.5' }).sandbox.registry.cacheMaxBytes).toBe(1.5 * 1024 ** 3);
+    expect(AppConfig.fromEnvironment({ IMAGE_CACHE_MAX_GB: '0.000001' }).sandbox.registry.cacheMaxBytes).toBe(1073);
   });
 
   it.each([
     ['IMAGE_PULL_POLICY', 'sometimes'],
+    ['IMAGE_CACHE_MAX_GB', 'ten'],
+    ['IMAGE_CACHE_MAX_GB', '-1'],
     ['REGISTRY_INSECURE', 'http://registry.lan:5000'],
   ])('refuse %s=%j', (name, value) => {
     expect(() => AppConfig.fromEnvironment({ [name]: value })).toThrow(new RegExp(name));

@@ -46,7 +46,7 @@ export class AppConfig {
     /** The CLI's musl build, placed into sandboxes on musl images (claudeBin is the build of the host's libc). */
     claudeBinMusl: string;
     /** Registry images of the local engine. */
-    registry: { authFile?: string; pullPolicy: 'if-not-present' | 'always' | 'never'; insecure: string[] };
+    registry: { authFile?: string; pullPolicy: 'if-not-present' | 'always' | 'never'; insecure: string[]; /** IMAGE_CACHE_MAX_GB in bytes; unset = no cap. */ cacheMaxBytes?: number };
   };
   /** Model credentials and Claude settings; only ever passed to the Claude process. */
   readonly claude: {
@@ -115,6 +115,7 @@ export class AppConfig {
         authFile: env.REGISTRY_AUTH_FILE ? resolve(env.REGISTRY_AUTH_FILE) : undefined,
         pullPolicy: env.IMAGE_PULL_POLICY,
         insecure: (env.REGISTRY_INSECURE ?? '').split(',').map((entry) => entry.trim().toLowerCase()).filter(Boolean),
+        cacheMaxBytes: env.IMAGE_CACHE_MAX_GB === undefined ? undefined : Math.floor(env.IMAGE_CACHE_MAX_GB * 1024 ** 3),
       },
     };
     this.claude = {

@@ -146,6 +146,10 @@ export class EnvironmentVariables {
   @IsOptional() @Transform(emptyToUndefined) @Matches(/^\s*[A-Za-z0-9.-]+(:\d{1,5})?(\s*,\s*[A-Za-z0-9.-]+(:\d{1,5})?)*\s*$/, { message: 'REGISTRY_INSECURE must be host:port entries separated by commas' })
   REGISTRY_INSECURE?: string;
 
+  /** Size cap of the registry image cache (GiB, fractions allowed); after each pull least-recently-used images no sandbox runs on are removed. Unset = no cap. */
+  @IsOptional() @Transform(toNumber) @IsNumber({ allowNaN: false, allowInfinity: false }, { message: 'IMAGE_CACHE_MAX_GB must be a number of GiB' }) @Min(0)
+  IMAGE_CACHE_MAX_GB?: number;
+
   // --- Claude runs (model credentials are passed only to the Claude process) ---
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_API_KEY?: string;
   @IsOptional() @Transform(emptyToUndefined) @IsString() ANTHROPIC_AUTH_TOKEN?: string;

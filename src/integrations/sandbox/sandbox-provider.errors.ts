@@ -65,6 +65,18 @@ export class RegistryUnavailableError extends UnavailableError {
     super(`image_base: the registry of ${image} is unavailable: ${reason}`, { step: 'image', field: 'image_base', image });
   }
 }
+/** DELETE /api/images/:digest of an image this engine does not keep. */
+export class ImageNotCachedError extends NotFoundError {
+  constructor(readonly digest: string) {
+    super(`image: ${digest} is not in the image cache`, { step: 'image', digest });
+  }
+}
+/** An image a sandbox runs on (or is being created on) is never removed. */
+export class ImageInUseError extends ConflictError {
+  constructor(readonly digest: string) {
+    super(`image: ${digest} is in use by a sandbox; delete the sandboxes on it first`, { step: 'image', digest });
+  }
+}
 /** A network policy field the engine cannot enforce (e.g. allowed_domains on Modal); refused before anything is created. */
 export class UnsupportedNetworkPolicyError extends UnprocessableError {
   constructor(readonly field: string, reason: string) {

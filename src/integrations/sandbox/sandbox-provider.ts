@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { SecretNotFoundError } from './sandbox-provider.errors';
+import { ImageNotCachedError, SecretNotFoundError } from './sandbox-provider.errors';
 
 /**
  * The sandbox engine behind the API, shaped after Modal's model (app per account, named volumes,
@@ -59,6 +59,19 @@ export abstract class SandboxProvider {
   }
 
   /**
+   * The registry images this engine keeps in a cache of its own, or undefined when it keeps none
+   * (Modal builds and keeps images in Modal).
+   */
+  async listImages(): Promise<CachedImage[] | undefined> {
+    return undefined;
+  }
+
+  /** Removes a cached image: ImageNotCachedError when absent, ImageInUseError while a sandbox uses it. */
+  async removeImage(digest: string): Promise<void> {
+    throw new ImageNotCachedError(digest);
+  }
+
+  /**
    * The base URL at which processes in this engine's sandboxes reach the service's model gateway,
    * or null when they cannot (the Claude process is then handed the model credentials themselves).
    */
@@ -66,6 +79,20 @@ export abstract class SandboxProvider {
 
   /** Files of an account's volume, for snapshots, restore and the files API. */
   abstract volume(accountId: string, volumeName: string, providerSandboxId?: string): VolumeAccess;
+}
+
+/** A registry image in an engine's cache. */
+export interface CachedImage {
+  /** Manifest digest, `sha256:<hex>`. */
+  digest: string;
+  /** The reference it was pulled by (canonical form). */
+  reference: string;
+  sizeBytes: number;
+  pulledAt: Date;
+  /** When a sandbox was last created from it (its pull time if never). */
+  lastUsedAt: Date;
+  /** Whether a sandbox runs on it (set by the engine when listing). */
+  inUse?: boolean;
 }
 
 export type SandboxNetworkMode = 'none' | 'internet' | 'allowlist';

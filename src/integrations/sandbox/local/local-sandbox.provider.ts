@@ -8,6 +8,7 @@ import { AppConfig } from '../../../config/app-config';
 import { type DockerfileStep, parseDockerfileCommands } from '../dockerfile';
 import { ModelGatewayEndpoint } from '../model-gateway-endpoint';
 import {
+  type CachedImage,
   type EnforcedLimits,
   type ExecRequest,
   type SandboxHandle,
@@ -17,7 +18,7 @@ import {
   type SandboxState,
   type VolumeAccess,
 } from '../sandbox-provider';
-import { ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError } from '../sandbox-provider.errors';
+import { ImageNotCachedError, ImageStepFailedError, ProviderInvalidError, ProviderUnavailableError, SandboxGoneError } from '../sandbox-provider.errors';
 import { prepareSandboxBase, type SandboxBase } from './host-base';
 import { findExecutable, type HostTools, locateHostTools, locateSandboxHelper } from './host-tools';
 import { ImageCache, imageCacheKey } from './image-cache';
@@ -127,6 +128,8 @@ interface PersistedState {
   proxyPort?: number;
   /** ENV/WORKDIR of its registry image, which the Dockerfile lines start from (the tag may name another image by now). */
   imageConfig?: ImageConfig;
+  /** Digest of its registry image: the image cache never removes an image a running sandbox is on. */
+  imageDigest?: string;
 }
 
 /**
@@ -343,6 +346,14 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     validateSpec(spec);
     const steps = parseDockerfileCommands(spec.dockerfileCommands);
     const image = await this.resolveImage(spec.imageBase);
+    try {
+      return await this.createOn(spec, steps, image);
+    } finally {
+      if (image.digest) this.registryImagesOnce?.release(image.digest);
+    }
+  }
+
+  private async createOn(spec: SandboxSpec, steps: DockerfileStep[], image: ResolvedImage): Promise<SandboxHandle> {
     const cacheKey = steps.some((step) => step.kind === 'run') ? imageCacheKey(spec.accountId, await this.baseIdentity(image), steps) : undefined;
     const cachedLayers = cacheKey ? await this.imageCache.find(cacheKey) : null;
     await this.ensureVolume(spec.accountId, spec.volumeName);
@@ -365,7 +376,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       // From here the sandbox outlives this service: the supervisor keeps it until its lifetime.
       launcher.process.keep({ key: `sandbox ${id}`, deadline: expiresAt, exitFile: dirs.exitFile });
       network.keep({ key: `NAT of ${id}`, deadline: expiresAt, exitFile: dirs.natExitFile });
-      const persisted: PersistedState = { initPid, expiresAt, accountId: spec.accountId, bootId: await bootId(), proxyPort: this.egressProxy.portOf(id), imageConfig: image.config };
+      const persisted: PersistedState = { initPid, expiresAt, accountId: spec.accountId, bootId: await bootId(), proxyPort: this.egressProxy.portOf(id), imageConfig: image.config, imageDigest: image.digest };
       await writeFile(dirs.stateFile, JSON.stringify(persisted));
       this.watchLiveness();
 
@@ -559,6 +570,34 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     return { name: imageBase, rootDir: pulled.rootDir, digest: pulled.digest, config: pulled.config };
   }
 
+  override async listImages(): Promise<CachedImage[]> {
+    return (await this.registryImagesIfUsable()?.list()) ?? [];
+  }
+
+  override async removeImage(digest: string): Promise<void> {
+    const store = this.registryImagesIfUsable();
+    if (!store) throw new ImageNotCachedError(digest);
+    await store.remove(digest);
+  }
+
+  /** Whether a sandbox of this host (of this service run or an earlier one) still runs on the image. */
+  private async isImageInUse(digest: string): Promise<boolean> {
+    const ids = (await readdir(this.dataPath('sandboxes')).catch(() => [] as string[])).filter((name) => SANDBOX_ID.test(name));
+    for (const id of ids) {
+      const persisted = await readPersistedState(new SandboxDirs(this.sandboxDir(id)).stateFile);
+      if (persisted?.imageDigest === digest && (await isSandboxInit(persisted.initPid, id))) return true;
+    }
+    return false;
+  }
+
+  private registryImagesIfUsable(): RegistryImageStore | undefined {
+    try {
+      return this.registryImages();
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Registry images need skopeo and umoci, looked up on first use: hosts without them still run host-view sandboxes. */
   private registryImages(): RegistryImageStore {
     if (this.registryImagesOnce) return this.registryImagesOnce;
@@ -566,9 +605,9 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     const umoci = findExecutable('umoci');
     if (!skopeo || !umoci) throw new ProviderUnavailableError('image', 'registry images need skopeo and umoci on the host: run `apt-get install skopeo umoci`');
     const dir = this.dataPath('registry-images');
-    const { pullPolicy, authFile, insecure } = this.config.sandbox.registry;
+    const { pullPolicy, authFile, insecure, cacheMaxBytes } = this.config.sandbox.registry;
     const tools = new RegistryTools({ skopeo, umoci }, registryToolFiles(dir));
-    this.registryImagesOnce = new RegistryImageStore(dir, tools, { pullPolicy, authFile, insecureRegistries: insecure, platform: hostPlatform() }, (message) => this.logger.log(message));
+    this.registryImagesOnce = new RegistryImageStore(dir, tools, { pullPolicy, authFile, insecureRegistries: insecure, platform: hostPlatform(), maxBytes: cacheMaxBytes, inUse: (digest) => this.isImageInUse(digest) }, (message) => this.logger.log(message));
     return this.registryImagesOnce;
   }
 

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { ImagePullRefusedError } from '../sandbox-provider.errors';
 import { canonicalReference, type ImageReference, isInsecureRegistry, parseImageReference, pinnedReference } from './image-reference';
 import { type ImageConfig, readImageConfig } from './oci-image-config';
+import type { CachedImage } from '../sandbox-provider';
+import { type InUse, RegistryImageCache, treeSize } from './registry-image-cache';
 import type { Platform, RegistryAccess, RegistryTools } from './registry-tools';
 
 export type ImagePullPolicy = 'if-not-present' | 'always' | 'never';
@@ -14,6 +16,10 @@ export interface RegistryImageOptions {
   /** host:port of registries that may be spoken to without verified TLS (loopback ones always may). */
   insecureRegistries: readonly string[];
   platform: Platform;
+  /** IMAGE_CACHE_MAX_GB in bytes: after a pull, least-recently-used unused entries are pruned down to it. */
+  maxBytes?: number;
+  /** Whether a sandbox runs on an image (besides those leased by get() and not yet released). */
+  inUse?: InUse;
 }
 
 /** A pulled image: its root filesystem, read-only lower layer of its sandboxes, and its configuration. */
@@ -30,6 +36,7 @@ interface StoredImage {
   platform: Platform;
   config: ImageConfig;
   pulledAt: string;
+  sizeBytes?: number;
 }
 
 /** Part of every entry's directory name: entries unpacked by an older layout are never reused. */
@@ -53,18 +60,91 @@ const STALE_PULL_MS = 24 * 3600 * 1000;
 export class RegistryImageStore {
   private readonly flights = new Map<string, Promise<RegistryImage>>();
   private prepared?: Promise<void>;
+  private readonly housekeeping: RegistryImageCache;
+  /** Images handed out by get() whose sandbox is not yet recorded as running on them. */
+  private readonly leases = new Map<string, number>();
+  /** get() calls under way, and the removal or prune that waits for them to end (and holds new ones back). */
+  private active = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+  private exclusiveRun?: Promise<void>;
 
   constructor(
     private readonly dir: string,
     private readonly tools: RegistryTools,
     private readonly options: RegistryImageOptions,
     private readonly log: (message: string) => void,
-  ) {}
+  ) {
+    this.housekeeping = new RegistryImageCache(dir);
+  }
 
-  /** The image `text` names, pulled first unless the pull policy and the cache allow otherwise. */
-  get(text: string): Promise<RegistryImage> {
+  /**
+   * The image `text` names, pulled first unless the pull policy and the cache allow otherwise. The
+   * image is leased (never pruned nor removed) until release(digest) is called.
+   */
+  async get(text: string): Promise<RegistryImage> {
     const reference = parseImageReference(text);
-    return this.once(`reference ${canonicalReference(reference)}`, () => this.resolve(reference));
+    while (this.exclusiveRun) await this.exclusiveRun;
+    this.active++;
+    let image: RegistryImage;
+    try {
+      image = await this.once(`reference ${canonicalReference(reference)}`, () => this.resolve(reference));
+      this.leases.set(image.digest, (this.leases.get(image.digest) ?? 0) + 1);
+      await this.housekeeping.touch(image.digest);
+    } finally {
+      if (--this.active === 0) this.idleWaiters.splice(0).forEach((wake) => wake());
+    }
+    if (this.pulledSincePrune && this.options.maxBytes !== undefined) await this.prune().catch((error: unknown) => this.log(`pruning the image cache failed: ${String(error)}`));
+    return image;
+  }
+
+  /** Ends the lease get() took, once the sandbox on the image is recorded (or failed to start). */
+  release(digest: string): void {
+    const count = (this.leases.get(digest) ?? 0) - 1;
+    if (count > 0) this.leases.set(digest, count);
+    else this.leases.delete(digest);
+  }
+
+  /** The cached images, most recently used first; inUse as the store's owner says plus current leases. */
+  async list(): Promise<CachedImage[]> {
+    const images = await this.housekeeping.list();
+    return Promise.all(images.map(async (image) => ({ ...image, inUse: await this.isInUse(image.digest) })));
+  }
+
+  /** Removes one image, never one in use or being pulled. */
+  remove(digest: string): Promise<void> {
+    return this.exclusive(() => this.housekeeping.remove(digest, (candidate) => this.isInUse(candidate)));
+  }
+
+  private pulledSincePrune = false;
+
+  private prune(): Promise<void> {
+    return this.exclusive(async () => {
+      if (!this.pulledSincePrune) return;
+      this.pulledSincePrune = false;
+      const removed = await this.housekeeping.prune(this.options.maxBytes!, (digest) => this.isInUse(digest));
+      if (removed.length > 0) this.log(`image cache over IMAGE_CACHE_MAX_GB: removed ${removed.join(', ')}`);
+    });
+  }
+
+  private async isInUse(digest: string): Promise<boolean> {
+    return (this.leases.get(digest) ?? 0) > 0 || (await (this.options.inUse?.(digest) ?? false));
+  }
+
+  /** Runs task while no get() runs (no pull), holding new ones back; one such task at a time. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const previous = this.exclusiveRun ?? Promise.resolve();
+    const run = previous.then(async () => {
+      if (this.active > 0) await new Promise<void>((wake) => this.idleWaiters.push(wake));
+      return task();
+    });
+    const tracked: Promise<void> = run.then(
+      () => undefined,
+      () => undefined,
+    ).then(() => {
+      if (this.exclusiveRun === tracked) this.exclusiveRun = undefined;
+    });
+    this.exclusiveRun = tracked;
+    return run;
   }
 
   private async resolve(reference: ImageReference): Promise<RegistryImage> {
@@ -92,11 +172,13 @@ export class RegistryImageStore {
       const entry = join(staging, 'entry');
       await mkdir(entry);
       await rename(join(staging, 'bundle', 'rootfs'), join(entry, 'rootfs'));
-      const stored: StoredImage = { reference: canonicalReference(reference), digest, platform: this.options.platform, config, pulledAt: new Date().toISOString() };
+      const sizeBytes = await treeSize(join(entry, 'rootfs'));
+      const stored: StoredImage = { reference: canonicalReference(reference), digest, platform: this.options.platform, config, pulledAt: new Date().toISOString(), sizeBytes };
       await writeFile(join(entry, 'image.json'), JSON.stringify(stored));
       await rename(entry, this.entryDir(digest)).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
       });
+      this.pulledSincePrune = true;
       this.log(`pulled image ${canonicalReference(reference)} (${digest}) in ${Date.now() - started} ms`);
     } finally {
       await rm(staging, { recursive: true, force: true });
