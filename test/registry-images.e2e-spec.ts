@@ -1,7 +1,9 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { api } from './support/http';
+import { FakeAnthropic } from './support/fake-anthropic';
 import { OciRegistry, type PushedImage, TestImages } from './support/oci-registry';
+import { readSse } from './support/sse-client';
 import { createMember, startTestApp, type TestApp } from './support/test-app';
 
 /**
@@ -19,6 +21,8 @@ describe('registry images on the local engine', () => {
   let privateImage: PushedImage;
   let app: TestApp;
   let user: ReturnType<typeof api>;
+  let token: string;
+  let fake: FakeAnthropic;
 
   beforeAll(async () => {
     [registry, privateRegistry, images] = await Promise.all([OciRegistry.start(), OciRegistry.start({ credentials: { username: 'puller', password: 'registry-password-42' } }), TestImages.build()]);
@@ -26,11 +30,14 @@ describe('registry images on the local engine', () => {
     concurrent = await images.push(registry, 'test/concurrent', '1', 'concurrent');
     uncached = await images.push(registry, 'test/uncached', '1', 'uncached');
     privateImage = await images.push(privateRegistry, 'private/busybox', '1', 'private');
-    app = await startTestApp({ env: { SANDBOX_PROVIDER: 'local' } });
-    user = api(app.url, (await createMember(app)).token);
+    fake = await FakeAnthropic.start({ delayMs: 5 });
+    app = await startTestApp({ env: { SANDBOX_PROVIDER: 'local', ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-ant-test-registry', RUN_IDLE_TIMEOUT_SECONDS: '20' } });
+    token = (await createMember(app)).token;
+    user = api(app.url, token);
   });
   afterAll(async () => {
     await app?.close({ purge: true });
+    await fake?.stop();
     await Promise.all([registry?.stop(), privateRegistry?.stop()]);
     images?.remove();
   });
@@ -63,6 +70,25 @@ describe('registry images on the local engine', () => {
     expect(pulls(app, layered)).toBe(1);
     await user.delete(`/api/sandboxes/${id}`);
   });
+
+  it('runs Claude in a sandbox made as the seed README makes one: a registry image, RUN steps, env', async () => {
+    const id = await create({ image_base: layered.tag, dockerfile_commands: ['RUN mkdir -p /opt/tools && echo ready > /opt/tools/status', 'ENV TOOLING=installed'], volume_name: 'seed-example' });
+    expect(await sh(id, 'cat /opt/tools/status; echo "$TOOLING"')).toMatchObject({ exit_code: 0, stdout: 'ready\ninstalled\n' });
+
+    fake.script([
+      { content: [{ type: 'text', text: 'Writing it.' }, { type: 'tool_use', name: 'Write', input: { file_path: '/mnt/workspace/from-claude.txt', content: 'hi from a registry image\n' } }] },
+      { content: [{ type: 'text', text: 'Written.' }] },
+    ]);
+    const started = await user.post(`/api/sandboxes/${id}/runs`, { prompt: 'Write the file' });
+    expect(started.status).toBe(202);
+    const runId = started.body.data.run_id as string;
+    const { events } = await readSse(`${app.url}/api/sandboxes/${id}/runs/${runId}/events`, { token });
+
+    expect(events[0].event).toBe('system');
+    expect(JSON.parse(events[events.length - 1].data)).toMatchObject({ run_id: runId, status: 'succeeded', exit_code: 0 });
+    expect(await sh(id, 'cat /mnt/workspace/from-claude.txt')).toMatchObject({ exit_code: 0, stdout: 'hi from a registry image\n' });
+    await user.delete(`/api/sandboxes/${id}`);
+  }, 120_000);
 
   it('creates from the digest without pulling again: a second create fetches no blob', async () => {
     const blobsBefore = registry.fetches('/blobs/');
