@@ -127,6 +127,24 @@ export interface SandboxSpec {
   idleTimeoutSeconds?: number;
   /** Bucket mount for providers that mount object storage inside the sandbox (Modal). */
   bucketMount?: { bucket: string; keyPrefix: string; readOnly: boolean };
+  /**
+   * Told what create() is doing while it runs (pulling, unpacking, building step i of n, starting);
+   * called synchronously by the engine and never awaited, so it must not throw nor block.
+   */
+  onProgress?: (progress: CreateProgress) => void;
+}
+
+export type CreateProgressPhase = 'pulling_image' | 'unpacking_image' | 'building' | 'starting';
+export const CREATE_PROGRESS_PHASES: readonly CreateProgressPhase[] = ['pulling_image', 'unpacking_image', 'building', 'starting'];
+
+/** Where a create stands: `building` counts the steps actually run (cached ones are skipped). */
+export interface CreateProgress {
+  phase: CreateProgressPhase;
+  /** 1-based step being built, with steps the number of steps to build (building only). */
+  step?: number;
+  steps?: number;
+  /** What is being pulled or built, e.g. the image reference or the instruction. */
+  detail?: string;
 }
 
 export interface SecretRef {
@@ -277,4 +295,13 @@ export interface BulkVolumeAccess {
    * could not be written.
    */
   writeTree(tree: TreeToWrite): Promise<{ failures: PathFailure[] } | null>;
+}
+
+/** What engines call to report create progress: a listener that throws never fails the create. */
+export function reportProgress(listener: ((progress: CreateProgress) => void) | undefined, progress: CreateProgress): void {
+  try {
+    listener?.(progress);
+  } catch {
+    // progress is informational only
+  }
 }

@@ -11,6 +11,7 @@ import {
   type CachedImage,
   type EnforcedLimits,
   type ExecRequest,
+  reportProgress,
   type SandboxHandle,
   type SandboxProcess,
   SandboxProvider,
@@ -345,7 +346,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     this.requireTools();
     validateSpec(spec);
     const steps = parseDockerfileCommands(spec.dockerfileCommands);
-    const image = await this.resolveImage(spec.imageBase);
+    const image = await this.resolveImage(spec.imageBase, spec.onProgress);
     try {
       return await this.createOn(spec, steps, image);
     } finally {
@@ -359,6 +360,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
     await this.ensureVolume(spec.accountId, spec.volumeName);
 
     const isPlainHostView = image.rootDir === undefined && cachedLayers === null;
+    reportProgress(spec.onProgress, { phase: 'starting' });
     const prepared = isPlainHostView ? await this.takeWarm() : await this.prepare(image.rootDir, cachedLayers);
     const { id, dirs, cgroups, natCgroups, network, launcher, spare } = prepared;
     const sandbox: LocalSandbox = { id, dirs, cgroups, natCgroups, network, launcher, spare, initPid: 0, networkEnv: {}, state: { status: 'running' }, ...sandboxDefaults(spec, imageDefaultsOf(steps, image.config)) };
@@ -380,7 +382,7 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
       await writeFile(dirs.stateFile, JSON.stringify(persisted));
       this.watchLiveness();
 
-      await this.applyImageSteps(sandbox, steps, cachedLayers !== null, image.config);
+      await this.applyImageSteps(sandbox, steps, cachedLayers !== null, image.config, spec.onProgress);
       // The writable layer is mounted only in the launcher's mount namespace: read it through there.
       const throughLauncher = (dir: string) => `/proc/${launcher.process.pid}/root${dir}`;
       if (cacheKey && cachedLayers === null) await this.imageCache.store(cacheKey, prepared.overlays.map((overlay) => throughLauncher(overlay.upperDir)));
@@ -561,12 +563,12 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   /** The host view; a directory of that name under IMAGES_DIR; otherwise a registry reference, pulled unless cached. */
-  private async resolveImage(imageBase: string | undefined): Promise<ResolvedImage> {
+  private async resolveImage(imageBase: string | undefined, onProgress?: SandboxSpec['onProgress']): Promise<ResolvedImage> {
     if (imageBase === undefined || imageBase === 'host') return { name: 'host' };
     const rootDir = join(this.config.sandbox.imagesDir, imageBase);
     const isImportedRoot = SAFE_NAME.test(imageBase) && (await stat(rootDir).catch(() => null))?.isDirectory();
     if (isImportedRoot) return { name: imageBase, rootDir };
-    const pulled = await this.registryImages().get(imageBase);
+    const pulled = await this.registryImages().get(imageBase, onProgress);
     return { name: imageBase, rootDir: pulled.rootDir, digest: pulled.digest, config: pulled.config };
   }
 
@@ -786,13 +788,17 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   }
 
   /** Runs the Dockerfile lines in the fresh sandbox; with cached layers only ENV and WORKDIR are applied. */
-  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, image: ImageConfig | undefined): Promise<void> {
+  private async applyImageSteps(sandbox: LocalSandbox, steps: DockerfileStep[], cached: boolean, image: ImageConfig | undefined, onProgress?: SandboxSpec['onProgress']): Promise<void> {
     const current = initialImageDefaults(image);
     Object.assign(current.env, sandbox.networkEnv);
+    // Only the steps that run something count (RUN, WORKDIR's mkdir); none does with cached layers.
+    const total = cached ? 0 : steps.filter((step) => step.kind === 'run' || step.kind === 'workdir').length;
+    let built = 0;
     for (const step of steps) {
       applyConfigStep(current, step);
       const argv = cached ? undefined : step.kind === 'run' ? ['/bin/sh', '-c', step.command] : step.kind === 'workdir' ? ['mkdir', '-p', '--', current.workdir] : undefined;
       if (!argv) continue;
+      reportProgress(onProgress, { phase: 'building', step: ++built, steps: total, detail: step.instruction });
       const process = await this.startProcess(sandbox, argv, current.env, step.kind === 'run' ? current.workdir : '/');
       const { exitCode, outputTail } = await runCapturingTail(process, STEP_OUTPUT_TAIL_BYTES);
       if (exitCode !== 0) throw new ImageStepFailedError(step.index, step.instruction, exitCode, outputTail);

@@ -71,6 +71,30 @@ describe('RegistryImageStore', () => {
     expect(logs).toEqual([expect.stringMatching(new RegExp(`^pulled image 127.0.0.1:5000/team/tool:1 \\(${IMAGE_DIGEST}\\) in \\d+ ms$`))]);
   });
 
+  it('reports pulling before skopeo copies and unpacking before umoci unpacks, and nothing for a cached image', async () => {
+    const tools = fakeTools();
+    const events: string[] = [];
+    tools.copy.mockImplementationOnce(async (_image: string, _source: string, destination: string) => {
+      events.push('copy');
+      writeLayout(destination.replace(/^oci:/, '').replace(/:image$/, ''), {});
+    });
+    tools.unpack.mockImplementationOnce(async (_image: string, _layout: string, bundle: string) => {
+      events.push('unpack');
+      mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    });
+    const images = store(tools);
+
+    await images.get('127.0.0.1:5000/team/tool:1', (progress) => events.push(JSON.stringify(progress)));
+    await images.get('127.0.0.1:5000/team/tool:1', (progress) => events.push(`cached ${JSON.stringify(progress)}`));
+
+    expect(events).toEqual([
+      JSON.stringify({ phase: 'pulling_image', detail: '127.0.0.1:5000/team/tool:1' }),
+      'copy',
+      JSON.stringify({ phase: 'unpacking_image', detail: '127.0.0.1:5000/team/tool:1' }),
+      'unpack',
+    ]);
+  });
+
   it('verifies TLS for registries off loopback unless REGISTRY_INSECURE lists them', async () => {
     const tools = fakeTools();
     await store(tools, 'if-not-present', ['r.lan:5000']).get('r.lan:5000/a:1');

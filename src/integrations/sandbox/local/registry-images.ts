@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ImagePullRefusedError } from '../sandbox-provider.errors';
 import { canonicalReference, type ImageReference, isInsecureRegistry, parseImageReference, pinnedReference } from './image-reference';
 import { type ImageConfig, readImageConfig } from './oci-image-config';
-import type { CachedImage } from '../sandbox-provider';
+import { type CachedImage, type CreateProgress, reportProgress } from '../sandbox-provider';
 import { type InUse, RegistryImageCache, treeSize } from './registry-image-cache';
 import type { Platform, RegistryAccess, RegistryTools } from './registry-tools';
 
@@ -79,15 +79,16 @@ export class RegistryImageStore {
 
   /**
    * The image `text` names, pulled first unless the pull policy and the cache allow otherwise. The
-   * image is leased (never pruned nor removed) until release(digest) is called.
+   * image is leased (never pruned nor removed) until release(digest) is called. onProgress is told
+   * when this call's pull copies and unpacks (a call joining another's pull of the image is not).
    */
-  async get(text: string): Promise<RegistryImage> {
+  async get(text: string, onProgress?: (progress: CreateProgress) => void): Promise<RegistryImage> {
     const reference = parseImageReference(text);
     while (this.exclusiveRun) await this.exclusiveRun;
     this.active++;
     let image: RegistryImage;
     try {
-      image = await this.once(`reference ${canonicalReference(reference)}`, () => this.resolve(reference));
+      image = await this.once(`reference ${canonicalReference(reference)}`, () => this.resolve(reference, onProgress));
       this.leases.set(image.digest, (this.leases.get(image.digest) ?? 0) + 1);
       await this.housekeeping.touch(image.digest);
     } finally {
@@ -147,7 +148,7 @@ export class RegistryImageStore {
     return run;
   }
 
-  private async resolve(reference: ImageReference): Promise<RegistryImage> {
+  private async resolve(reference: ImageReference, onProgress?: (progress: CreateProgress) => void): Promise<RegistryImage> {
     await this.prepare();
     const { pullPolicy } = this.options;
     const known = reference.digest ?? (pullPolicy === 'always' ? undefined : await this.taggedDigest(reference));
@@ -156,18 +157,20 @@ export class RegistryImageStore {
     if (pullPolicy === 'never') throw new ImagePullRefusedError(reference.text, 'not_cached', 'is not in the local image cache and IMAGE_PULL_POLICY is never');
     const access = this.access(reference);
     const digest = reference.digest ?? (await this.tools.manifestDigest(reference.text, `docker://${canonicalReference(reference)}`, access));
-    const image = (await this.cached(digest)) ?? (await this.once(`digest ${digest}`, () => this.pull(reference, digest, access)));
+    const image = (await this.cached(digest)) ?? (await this.once(`digest ${digest}`, () => this.pull(reference, digest, access, onProgress)));
     if (!reference.digest) await this.recordTag(reference, digest);
     return image;
   }
 
-  private async pull(reference: ImageReference, digest: string, access: RegistryAccess): Promise<RegistryImage> {
+  private async pull(reference: ImageReference, digest: string, access: RegistryAccess, onProgress?: (progress: CreateProgress) => void): Promise<RegistryImage> {
     const started = Date.now();
     const staging = await mkdtemp(join(this.dir, 'tmp', 'pull-'));
     try {
       const layout = join(staging, 'layout');
+      reportProgress(onProgress, { phase: 'pulling_image', detail: canonicalReference(reference) });
       await this.tools.copy(reference.text, `docker://${pinnedReference(reference, digest)}`, `oci:${layout}:image`, access, this.options.platform);
       const config = await readImageConfig(layout);
+      reportProgress(onProgress, { phase: 'unpacking_image', detail: canonicalReference(reference) });
       await this.tools.unpack(reference.text, `${layout}:image`, join(staging, 'bundle'));
       const entry = join(staging, 'entry');
       await mkdir(entry);

@@ -1,6 +1,6 @@
 import type { App } from 'modal';
 import type { DomainError } from '../../../common/domain-error';
-import type { SandboxSpec } from '../sandbox-provider';
+import { reportProgress, type SandboxSpec } from '../sandbox-provider';
 import { ImageStepFailedError, UnsupportedImageError } from '../sandbox-provider.errors';
 import type { ModalClientLike, ModalImageLike } from './modal-client';
 import type { ModalCall } from './modal-errors';
@@ -28,6 +28,9 @@ const OUTPUT_TAIL_LENGTH = 2000;
 export async function buildModalImage(client: ModalClientLike, app: App, spec: SandboxSpec, call: ModalCall): Promise<ModalImageLike> {
   const customTag = spec.imageBase && spec.imageBase !== 'host' ? spec.imageBase : undefined;
   const baseTag = customTag ?? DEFAULT_MODAL_BASE_IMAGE;
+  // Layer 1 is the base image (with the default commands when none is named), then one per Dockerfile command.
+  const layers = 1 + spec.dockerfileCommands.length;
+  reportProgress(spec.onProgress, { phase: 'building', step: 1, steps: layers, detail: `image ${baseTag}` });
   let image = await buildLayer(app, call, `image ${baseTag}`, () => {
     const registryImage = client.images.fromRegistry(baseTag);
     return customTag ? registryImage : registryImage.dockerfileCommands([...DEFAULT_MODAL_IMAGE_COMMANDS]);
@@ -35,6 +38,7 @@ export async function buildModalImage(client: ModalClientLike, app: App, spec: S
 
   for (const [index, instruction] of spec.dockerfileCommands.entries()) {
     const base = image;
+    reportProgress(spec.onProgress, { phase: 'building', step: index + 2, steps: layers, detail: instruction });
     image = await buildLayer(app, call, `image step ${index + 1}`, () => base.dockerfileCommands([instruction]), (output) =>
       new ImageStepFailedError(index, instruction, exitCodeOf(output), output),
     );

@@ -6,6 +6,7 @@ import { AppConfig } from '../../../config/app-config';
 import { normalizeKeyPrefix } from '../../../common/key-prefix';
 import {
   type ExecRequest,
+  reportProgress,
   type SandboxHandle,
   type SandboxNetwork,
   SandboxProvider,
@@ -111,6 +112,7 @@ export class ModalSandboxProvider extends SandboxProvider implements OnModuleDes
     const volume = await this.volumeOf(spec.accountId, spec.volumeName);
     const secrets = await Promise.all(spec.secrets.map((secret) => this.secretOf(secret)));
     const bucketMount = spec.bucketMount && (await this.bucketMount(spec.bucketMount));
+    reportProgress(spec.onProgress, { phase: 'starting' });
     const params: SandboxCreateParams = {
       workdir: spec.workdir,
       env: spec.env,
