@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { Account } from '../users/account.entity';
-import type { EnforcedLimits, SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
+import type { CreateProgressPhase, EnforcedLimits, SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
 import type { SandboxStatus } from './sandbox.state-machine';
 
 /** What the user asked for, as stored: secret names only, never values. */
@@ -27,6 +27,14 @@ export interface SandboxConfig {
   s3_key_prefix: string | null;
   init_from_s3: boolean;
   snapshot_version: number | null;
+}
+
+/** Where a create stands, as stored and answered (snake_case like the config). */
+export interface SandboxProgress {
+  phase: CreateProgressPhase;
+  step: number | null;
+  steps: number | null;
+  detail: string | null;
 }
 
 @Entity({ name: 'sandbox' })
@@ -76,4 +84,8 @@ export class Sandbox {
 
   @Column({ type: 'text', nullable: true })
   error: string | null;
+
+  /** The latest create progress the engine reported, while `creating`; null otherwise. */
+  @Column({ type: 'jsonb', nullable: true })
+  progress: SandboxProgress | null;
 }

@@ -1,8 +1,16 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import type { SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
+import { CREATE_PROGRESS_PHASES, type CreateProgressPhase, type SandboxNetworkMode } from '../../integrations/sandbox/sandbox-provider';
 import { Sandbox } from './sandbox.entity';
 import { SANDBOX_STATUSES, type SandboxStatus } from './sandbox.state-machine';
 import { NETWORK_MODES, networkOfConfig } from './sandbox-network';
+
+export class SandboxProgressResponse {
+  @ApiProperty({ enum: CREATE_PROGRESS_PHASES, description: 'pulling_image and unpacking_image (a registry image not yet cached), building (Dockerfile steps the engine runs; cached steps are skipped), starting', example: 'building' })
+  phase: CreateProgressPhase;
+  @ApiProperty({ nullable: true, type: Number, description: 'Step being built, from 1 (building only)', example: 2 }) step: number | null;
+  @ApiProperty({ nullable: true, type: Number, description: 'Steps to build (building only)', example: 3 }) steps: number | null;
+  @ApiProperty({ nullable: true, type: String, description: 'The image reference or the instruction being built', example: 'RUN apk add --no-cache git' }) detail: string | null;
+}
 
 export class SandboxResponse {
   @ApiProperty({ format: 'uuid' }) sandbox_id: string;
@@ -37,6 +45,13 @@ export class SandboxResponse {
   @ApiProperty() last_activity_at: string;
   @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout (its lifetime, enforced even while the service is down), idle_timeout, exited (its init ended, with exit code), oom, killed, egress_filter_failed, creation_failed, creation_interrupted, engine_unreachable, service_restarted (the machine rebooted), …' }) exit_reason: string | null;
   @ApiProperty({ nullable: true, type: String }) error: string | null;
+  @ApiProperty({
+    type: SandboxProgressResponse,
+    nullable: true,
+    description: 'Where the create stands while status is creating (updated a few times a second at most); null otherwise',
+    example: { phase: 'building', step: 2, steps: 3, detail: 'RUN apk add --no-cache git' },
+  })
+  progress: SandboxProgressResponse | null;
 
   static from(sandbox: Sandbox): SandboxResponse {
     const { config } = sandbox;
@@ -66,6 +81,7 @@ export class SandboxResponse {
       last_activity_at: sandbox.lastActivityAt.toISOString(),
       exit_reason: sandbox.exitReason,
       error: sandbox.error,
+      progress: sandbox.status === 'creating' ? (sandbox.progress ?? null) : null,
     };
   }
 }

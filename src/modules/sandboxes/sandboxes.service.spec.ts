@@ -19,7 +19,7 @@ import { SnapshotsService } from '../snapshots/snapshots.service';
 import { Sandbox, SandboxConfig } from './sandbox.entity';
 import { FinalSyncFailedError, SandboxNotFoundError, SandboxNotRunningError } from './sandboxes.errors';
 import { SandboxActivity } from './sandbox-activity';
-import { SandboxesService } from './sandboxes.service';
+import { PROGRESS_WRITE_INTERVAL_MS, SandboxesService } from './sandboxes.service';
 import { SecretsStore } from './secrets.store';
 
 const LIMITS: EnforcedLimits = { lifetime_seconds: 600, max_processes: 512, memory_bytes: 4 << 30, cpu_cores: null, disk_bytes: null, exec_output_bytes: 1024 };
@@ -126,6 +126,14 @@ describe('SandboxesService (PGlite)', () => {
 
   const stored = (id: string) => rows.findOneByOrFail({ id });
 
+  async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await condition())) {
+      if (Date.now() > deadline) throw new Error('condition not met in time');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   async function writeVolume(accountId: string, volumeName: string, files: Record<string, string>): Promise<void> {
     const dir = join(base, 'volumes', accountId, volumeName);
     await mkdir(dir, { recursive: true });
@@ -149,6 +157,73 @@ describe('SandboxesService (PGlite)', () => {
 
       expect(await stored(sandbox.id)).toMatchObject({ status: 'running', providerSandboxId: 'prov-new', limits: LIMITS, config: { ...CONFIG, s3_key_prefix: null } });
       expect(provider.create).toHaveBeenCalledWith(expect.objectContaining({ sandboxId: sandbox.id, volumeName: 'default', timeoutSeconds: 600, bucketMount: undefined }));
+    });
+
+    it('keeps the latest progress the engine reports on the row while creating, and clears it once running', async () => {
+      engineStartsSandboxes();
+      const seen: unknown[] = [];
+      provider.create.mockImplementation(async (spec) => {
+        spec.onProgress!({ phase: 'pulling_image', detail: '127.0.0.1:5000/a:1' });
+        await waitFor(async () => (await rows.findOneByOrFail({ id: spec.sandboxId })).progress?.phase === 'pulling_image');
+        seen.push((await rows.findOneByOrFail({ id: spec.sandboxId })).progress);
+        spec.onProgress!({ phase: 'building', step: 2, steps: 3, detail: 'RUN make' });
+        await waitFor(async () => (await rows.findOneByOrFail({ id: spec.sandboxId })).progress?.phase === 'building');
+        seen.push((await rows.findOneByOrFail({ id: spec.sandboxId })).progress);
+        return { providerSandboxId: 'prov-new', limits: LIMITS };
+      });
+
+      const sandbox = await service.create(account, user, {});
+
+      expect(seen).toEqual([
+        { phase: 'pulling_image', step: null, steps: null, detail: '127.0.0.1:5000/a:1' },
+        { phase: 'building', step: 2, steps: 3, detail: 'RUN make' },
+      ]);
+      expect(await stored(sandbox.id)).toMatchObject({ status: 'running', progress: null });
+      expect(Logger.prototype.log).toHaveBeenCalledWith({ sandbox_id: sandbox.id, phase: 'building', step: 2, steps: 3, detail: 'RUN make' }, 'sandbox create progress');
+    });
+
+    it('writes progress at most once per interval, the latest report winning, and never after the create ended', async () => {
+      engineStartsSandboxes();
+      const update = jest.spyOn(rows, 'update');
+      provider.create.mockImplementation(async (spec) => {
+        for (let step = 1; step <= 50; step++) spec.onProgress!({ phase: 'building', step, steps: 50 });
+        await new Promise((resolve) => setTimeout(resolve, PROGRESS_WRITE_INTERVAL_MS * 2.5));
+        spec.onProgress!({ phase: 'starting' }); // pending when the create ends: never written
+        return { providerSandboxId: 'prov-new', limits: LIMITS };
+      });
+
+      const sandbox = await service.create(account, user, {});
+      await new Promise((resolve) => setTimeout(resolve, PROGRESS_WRITE_INTERVAL_MS * 2));
+
+      const progressWrites = update.mock.calls.map(([, values]) => (values as Partial<Sandbox>).progress).filter((progress) => progress !== undefined && progress !== null);
+      expect(progressWrites).toEqual([expect.objectContaining({ step: 50 })]);
+      expect(await stored(sandbox.id)).toMatchObject({ status: 'running', progress: null });
+    });
+
+    it('creates the sandbox even when a progress write fails, and clears progress when the create fails', async () => {
+      engineStartsSandboxes();
+      const update = rows.update.bind(rows);
+      jest.spyOn(rows, 'update').mockImplementation((criteria, values) => ((values as Partial<Sandbox>).progress ? Promise.reject(new Error('database hiccup')) : update(criteria, values)));
+      provider.create.mockImplementation(async (spec) => {
+        spec.onProgress!({ phase: 'starting' });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return { providerSandboxId: 'prov-new', limits: LIMITS };
+      });
+
+      const sandbox = await service.create(account, user, {});
+
+      expect(await stored(sandbox.id)).toMatchObject({ status: 'running', progress: null });
+      expect(Logger.prototype.warn).toHaveBeenCalledWith({ sandbox_id: sandbox.id, error: 'database hiccup' }, 'could not record the create progress');
+      jest.restoreAllMocks();
+      for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(Logger.prototype, level).mockImplementation(() => undefined);
+
+      provider.create.mockImplementation(async (spec) => {
+        spec.onProgress!({ phase: 'building', step: 1, steps: 1 });
+        await waitFor(async () => (await rows.findOneByOrFail({ id: spec.sandboxId })).progress !== null);
+        throw new ProviderUnavailableError('sandbox', 'engine down');
+      });
+      await expect(service.create(account, user, {})).rejects.toThrow(ProviderUnavailableError);
+      expect(await rows.findOneByOrFail({ accountId: account, status: 'error' })).toMatchObject({ progress: null });
     });
 
     it('hands secret values to the engine but stores only their names', async () => {

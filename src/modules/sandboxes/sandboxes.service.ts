@@ -3,7 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { In, Repository } from 'typeorm';
 import { AppConfig } from '../../config/app-config';
 import { parseDockerfileCommands } from '../../integrations/sandbox/dockerfile';
-import { SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
+import { type CreateProgress, SandboxProvider, SandboxSpec, SandboxState, VolumeAccess } from '../../integrations/sandbox/sandbox-provider';
 import { ClusterLock } from '../../common/cluster-lock';
 import { InvalidInputError } from '../../common/domain-error';
 import { assertSafeKeyPrefix } from '../../common/key-prefix';
@@ -11,7 +11,7 @@ import type { SnapshotStats } from '../snapshots/snapshot.types';
 import { SnapshotsService } from '../snapshots/snapshots.service';
 import { CappedOutput } from './exec-output';
 import { CreateSandboxDto, ExecDto, ExecResponse } from './sandbox.dto';
-import { Sandbox, SandboxConfig } from './sandbox.entity';
+import { Sandbox, SandboxConfig, type SandboxProgress } from './sandbox.entity';
 import { networkOfConfig, networkOfRequest } from './sandbox-network';
 import { ACTIVE_SANDBOX_STATUSES, assertTransition, type EndedSandboxStatus, isActive, type SandboxStatus, statusesLeadingTo } from './sandbox.state-machine';
 import { workspaceStorageOf } from './sandbox-storage';
@@ -30,6 +30,8 @@ const RECONCILE_WAIT_MS = 5 * 60_000;
 /** Names of the background work instances sharing a database run one at a time (ClusterLock). */
 export const SWEEP_WORK = 'sandbox-sweep';
 export const RECONCILE_WORK = 'sandbox-reconcile';
+/** Create progress is written to the row at most this often (the latest report wins). */
+export const PROGRESS_WRITE_INTERVAL_MS = 250;
 
 export interface Page<T> {
   items: T[];
@@ -131,13 +133,14 @@ export class SandboxesService implements OnApplicationBootstrap {
     const secrets = this.secrets.resolve(config.secrets);
     await this.provider.assertSecretsExist(secrets);
     const sandbox = await this.sandboxes.save(
-      this.sandboxes.create({ accountId, createdBy: userId, provider: this.provider.kind, providerSandboxId: null, status: 'creating', config, limits: null, lastActivityAt: new Date(), terminatedAt: null, exitReason: null, error: null }),
+      this.sandboxes.create({ accountId, createdBy: userId, provider: this.provider.kind, providerSandboxId: null, status: 'creating', config, limits: null, lastActivityAt: new Date(), terminatedAt: null, exitReason: null, error: null, progress: null }),
     );
     this.logger.log({ sandbox_id: sandbox.id, account_id: accountId, provider: sandbox.provider }, 'sandbox creating');
+    const progress = this.progressWriter(sandbox.id);
     try {
       await this.provider.ensureApp(accountId);
       await this.provider.ensureVolume(accountId, config.volume_name);
-      const handle = await this.provider.create({ ...this.specOf(sandbox), secrets });
+      const handle = await this.provider.create({ ...this.specOf(sandbox), secrets, onProgress: (reported) => progress.report(reported) });
       Object.assign(sandbox, { providerSandboxId: handle.providerSandboxId, limits: handle.limits });
       this.attachedHere.add(handle.providerSandboxId);
       // Restored through the running sandbox (Modal reaches volumes only that way), before anyone is told it runs.
@@ -145,13 +148,31 @@ export class SandboxesService implements OnApplicationBootstrap {
         await this.provider.terminate(handle.providerSandboxId).catch(() => undefined);
         throw error;
       });
+      await progress.close();
       await this.moveTo(sandbox, 'running');
       this.logger.log({ sandbox_id: sandbox.id, provider_sandbox_id: handle.providerSandboxId }, 'sandbox running');
       return sandbox;
     } catch (error) {
+      await progress.close();
       await this.markEnded(sandbox, 'error', 'creation_failed', describe(error));
       throw error;
     }
+  }
+
+  /**
+   * Logs each progress report of a create and keeps the latest on the row while it is `creating`,
+   * at most one write per PROGRESS_WRITE_INTERVAL_MS; a failed write is logged, never fatal.
+   */
+  private progressWriter(sandboxId: string): ProgressWriter {
+    return new ProgressWriter(
+      (reported) => this.logger.log({ sandbox_id: sandboxId, phase: reported.phase, step: reported.step ?? null, steps: reported.steps ?? null, detail: reported.detail ?? null }, 'sandbox create progress'),
+      async (progress) => {
+        await this.sandboxes.update({ id: sandboxId, status: 'creating' }, { progress }).catch((error: unknown) => {
+          this.logger.warn({ sandbox_id: sandboxId, error: describe(error) }, 'could not record the create progress');
+        });
+      },
+      PROGRESS_WRITE_INTERVAL_MS,
+    );
   }
 
   get providerKind(): string {
@@ -333,9 +354,11 @@ export class SandboxesService implements OnApplicationBootstrap {
   private async moveTo(sandbox: Sandbox, status: SandboxStatus): Promise<Sandbox> {
     assertTransition(sandbox.status, status);
     const { providerSandboxId, limits, exitReason, error, terminatedAt } = sandbox;
-    const result = await this.sandboxes.update({ id: sandbox.id, status: In(statusesLeadingTo(status)) }, { status, providerSandboxId, limits, exitReason, error, terminatedAt });
+    // Progress is only kept while creating, and no status leads back there.
+    const result = await this.sandboxes.update({ id: sandbox.id, status: In(statusesLeadingTo(status)) }, { status, providerSandboxId, limits, exitReason, error, terminatedAt, progress: null });
     if (result.affected === 0) return Object.assign(sandbox, await this.sandboxes.findOneByOrFail({ id: sandbox.id }));
     sandbox.status = status;
+    sandbox.progress = null;
     return sandbox;
   }
 
@@ -396,6 +419,45 @@ export class SandboxesService implements OnApplicationBootstrap {
       idleTimeoutSeconds: config.idle_timeout_seconds ?? undefined,
       bucketMount: this.bucketMountOf(sandbox),
     };
+  }
+}
+
+/** The latest progress of one create, written at most once per interval; nothing is written once closed. */
+class ProgressWriter {
+  private latest?: SandboxProgress;
+  private timer?: NodeJS.Timeout;
+  private lastWriteAt = 0;
+  private writing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly log: (progress: CreateProgress) => void,
+    private readonly write: (progress: SandboxProgress) => Promise<void>,
+    private readonly intervalMs: number,
+  ) {}
+
+  report(progress: CreateProgress): void {
+    if (this.closed) return;
+    this.log(progress);
+    this.latest = { phase: progress.phase, step: progress.step ?? null, steps: progress.steps ?? null, detail: progress.detail ?? null };
+    this.timer ??= setTimeout(() => this.flush(), Math.max(0, this.lastWriteAt + this.intervalMs - Date.now()));
+  }
+
+  /** Stops writing and waits for the write under way. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.writing;
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    const progress = this.latest;
+    this.latest = undefined;
+    if (!progress || this.closed) return;
+    this.lastWriteAt = Date.now();
+    this.writing = this.writing.then(() => this.write(progress));
   }
 }
 
