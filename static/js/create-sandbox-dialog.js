@@ -1,6 +1,26 @@
 import { describeError } from './api.js';
 import { h, showMessage } from './dom.js';
 
+/** How often the form asks how a create stands while its POST is pending. */
+const PROGRESS_POLL_MS = 500;
+const WAITING_TEXT = 'Creating the sandbox… building the image can take a little while.';
+
+/** The text of a sandbox's create progress (`progress` of GET /api/sandboxes). */
+export function progressText(progress) {
+  switch (progress?.phase) {
+    case 'pulling_image':
+      return progress.detail ? `Pulling image ${progress.detail}…` : 'Pulling image…';
+    case 'unpacking_image':
+      return 'Unpacking image…';
+    case 'building':
+      return progress.step && progress.steps ? `Building step ${progress.step} of ${progress.steps}` : 'Building the image…';
+    case 'starting':
+      return 'Starting the sandbox…';
+    default:
+      return WAITING_TEXT;
+  }
+}
+
 /** Request fields a 400 answer may name at the start of a message. */
 const FIELDS = ['image_base', 'dockerfile_commands', 'volume_name', 's3_bucket_name', 's3_key_prefix', 'init_from_s3', 'network', 'timeout_seconds'];
 
@@ -15,6 +35,8 @@ export class CreateSandboxDialog {
     this.form = dialog.querySelector('form');
     this.error = dialog.querySelector('[data-role="form-error"]');
     this.progress = dialog.querySelector('[data-role="progress"]');
+    this.progressText = dialog.querySelector('[data-role="progress-text"]');
+    this.progressBar = dialog.querySelector('[data-role="progress-bar"]');
     this.submit = dialog.querySelector('button[type="submit"]');
     this.onCreated = onCreated;
     this.form.addEventListener('submit', (event) => {
@@ -71,8 +93,10 @@ export class CreateSandboxDialog {
   async create() {
     this.clearErrors();
     this.setCreating(true);
+    const request = this.request();
+    const stopWatching = this.watchProgress(request);
     try {
-      const sandbox = await this.api.createSandbox(this.request());
+      const sandbox = await this.api.createSandbox(request).finally(stopWatching);
       this.dialog.close();
       this.form.reset();
       this.onCreated(sandbox);
@@ -82,6 +106,51 @@ export class CreateSandboxDialog {
     } finally {
       this.setCreating(false);
     }
+  }
+
+  /**
+   * While the POST is pending (the page learns the sandbox's id only from its answer), polls the
+   * account's creating sandboxes and shows the progress of the newest one made from this request.
+   * Returns the function that stops polling.
+   */
+  watchProgress(request) {
+    let stopped = false;
+    let timer;
+    const imageBase = request.image_base ?? null;
+    const commands = JSON.stringify(request.dockerfile_commands ?? []);
+    const poll = async () => {
+      try {
+        const page = await this.api.listSandboxes({ status: 'creating', limit: 10 });
+        const mine = (page.data ?? []).find((sandbox) => sandbox.image_base === imageBase && JSON.stringify(sandbox.dockerfile_commands) === commands);
+        if (!stopped && mine?.progress) this.showProgress(mine.progress);
+      } catch {
+        // Progress is a courtesy: the POST's own answer says how the create ended.
+      }
+      if (!stopped) timer = setTimeout(poll, PROGRESS_POLL_MS);
+    };
+    this.showProgress(null);
+    timer = setTimeout(poll, PROGRESS_POLL_MS);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }
+
+  /** Indeterminate bar but while building, where it counts steps. */
+  showProgress(progress) {
+    const text = progressText(progress);
+    if (this.progressText.textContent !== text) this.progressText.textContent = text;
+    this.progress.dataset.phase = progress?.phase ?? '';
+    if (progress?.phase === 'building' && progress.step && progress.steps) {
+      this.progressBar.max = progress.steps;
+      this.progressBar.value = progress.step;
+      this.progressBar.setAttribute('aria-valuetext', text);
+    } else {
+      this.progressBar.removeAttribute('value');
+      this.progressBar.removeAttribute('max');
+      this.progressBar.removeAttribute('aria-valuetext');
+    }
+    this.progressBar.title = progress?.detail ?? '';
   }
 
   setCreating(creating) {
