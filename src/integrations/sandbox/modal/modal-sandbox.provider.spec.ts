@@ -145,9 +145,11 @@ describe('ModalSandboxProvider', () => {
       modal.secrets.fromName.mockResolvedValueOnce(github).mockResolvedValueOnce(npm).mockResolvedValueOnce(s3);
       modal.cloudBucketMounts.create.mockReturnValueOnce(bucket);
       modal.sandboxes.create.mockResolvedValueOnce(sandbox);
+      const progress: unknown[] = [];
 
       await provider.create(
         spec({
+          onProgress: (reported) => progress.push(reported),
           imageBase: 'python:3.12-slim',
           dockerfileCommands: ['RUN pip install requests', 'ENV MODE=test'],
           volumeName: 'data',
@@ -170,6 +172,12 @@ describe('ModalSandboxProvider', () => {
       expect(registryImage.build).toHaveBeenCalledWith(app);
       expect(base.dockerfileCommands).toHaveBeenCalledWith(['RUN pip install requests']);
       expect(builtOne.dockerfileCommands).toHaveBeenCalledWith(['ENV MODE=test']);
+      expect(progress).toEqual([
+        { phase: 'building', step: 1, steps: 3, detail: 'image python:3.12-slim' },
+        { phase: 'building', step: 2, steps: 3, detail: 'RUN pip install requests' },
+        { phase: 'building', step: 3, steps: 3, detail: 'ENV MODE=test' },
+        { phase: 'starting' },
+      ]);
       expect(modal.volumes.fromName).toHaveBeenCalledWith(`${ACCOUNT}-data`, { createIfMissing: true });
       expect(modal.secrets.fromName.mock.calls).toEqual([['github'], ['npm'], ['s3-bucket']]);
       expect(modal.cloudBucketMounts.create).toHaveBeenCalledWith('snapshots', {
