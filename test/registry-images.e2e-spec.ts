@@ -120,6 +120,26 @@ describe('registry images on the local engine', () => {
     await Promise.all([user.delete(`/api/sandboxes/${first}`), user.delete(`/api/sandboxes/${second}`)]);
   });
 
+  it('shows how a create stands while it runs: the step being built, on GET and the list of creating sandboxes; null once running', async () => {
+    const nonce = Date.now().toString(36);
+    const steps = [`RUN echo one-${nonce} > /one`, 'RUN sleep 2 && echo two > /two'];
+    const seen: unknown[] = [];
+    let settled = false;
+    const created = create({ image_base: layered.tag, dockerfile_commands: steps }).finally(() => (settled = true));
+    while (!settled) {
+      const listed = await user.get('/api/sandboxes?status=creating&limit=5');
+      const mine = (listed.body.data as Array<{ dockerfile_commands: string[]; progress: unknown }>).find((sandbox) => sandbox.dockerfile_commands[0] === steps[0]);
+      if (mine?.progress) seen.push(mine.progress);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const id = await created;
+
+    expect(seen).toContainEqual({ phase: 'building', step: 2, steps: 2, detail: steps[1] });
+    expect(seen.every((progress) => ['pulling_image', 'unpacking_image', 'starting', 'building'].includes((progress as { phase: string }).phase))).toBe(true);
+    expect((await user.get(`/api/sandboxes/${id}`)).body.data).toMatchObject({ status: 'running', progress: null });
+    await user.delete(`/api/sandboxes/${id}`);
+  });
+
   it('pulls once for concurrent creates of an image not cached yet', async () => {
     const ids = await Promise.all([1, 2, 3].map(() => create({ image_base: concurrent.tag })));
 
