@@ -96,10 +96,14 @@ describe('chat page in a real browser', () => {
 
     await page.getByTestId('new-sandbox').click();
     await page.getByLabel('Volume name').fill('e2e-chat');
-    await page.getByLabel('Dockerfile commands').fill('ENV GREETING=hello');
+    // The RUN step keeps the create busy long enough for the page to show which step it builds.
+    await page.getByLabel('Dockerfile commands').fill('ENV GREETING=hello\nRUN sleep 2');
     await page.getByRole('button', { name: 'Create sandbox' }).click();
     await page.getByTestId('create-progress').waitFor();
     releaseCreate();
+    await expectText(page.getByTestId('create-progress').getByRole('status'), 'Building step 1 of 1');
+    await expectAttribute(page.getByTestId('create-progress-bar'), 'max', '1');
+    await expectAttribute(page.getByTestId('create-progress-bar'), 'value', '1');
 
     await page.getByTestId('create-dialog').waitFor({ state: 'hidden', timeout: 60_000 });
     await page.unroute('**/api/sandboxes');
