@@ -299,7 +299,15 @@ describe('LocalSandboxProvider on this host', () => {
     const builtAt = async (id: string) => (await sh(id, 'cat $TOOL_HOME/built-at')).stdout;
 
     it('runs RUN lines in the sandbox with ENV and WORKDIR applied, and caches them for the next sandbox of the account', async () => {
-      const first = await create({ dockerfileCommands: installing });
+      const progress: unknown[] = [];
+      const first = await create({ dockerfileCommands: installing, onProgress: (reported) => progress.push(reported) });
+
+      // Only the steps that run something count: RUN, and WORKDIR's mkdir; ENV is applied without a step.
+      expect(progress).toEqual([
+        { phase: 'starting' },
+        { phase: 'building', step: 1, steps: 2, detail: installing[1] },
+        { phase: 'building', step: 2, steps: 2, detail: installing[2] },
+      ]);
 
       expect(await sh(first, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
       expect(existsSync('/usr/local/lib/demo-tool')).toBe(false);
@@ -307,8 +315,10 @@ describe('LocalSandboxProvider on this host', () => {
       expect(firstBuiltAt).toMatch(/^\d+\n$/);
       await provider.terminate(first);
 
-      const second = await create({ dockerfileCommands: installing });
+      progress.length = 0;
+      const second = await create({ dockerfileCommands: installing, onProgress: (reported) => progress.push(reported) });
 
+      expect(progress).toEqual([{ phase: 'starting' }]); // every step cached: nothing is built
       expect(await builtAt(second)).toBe(firstBuiltAt);
       expect(await sh(second, 'cat $TOOL_HOME/marker && pwd')).toMatchObject({ exitCode: 0, stdout: 'installed\n/srv/app\n' });
       await provider.terminate(second);
