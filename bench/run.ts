@@ -1,7 +1,7 @@
 /**
  * Runs every benchmark, one after the other, each in its own process, and prints the results as
  * markdown. `npm run bench` (build, then this), or after a build:
- *   node dist/bench/run.js [--quick] [--only=sandbox-http,local-provider,spawn-cost,claude-runs,model-gateway,snapshot,run-log,restart,cross-instance,modal-runs]
+ *   node dist/bench/run.js [--quick] [--only=sandbox-http,local-provider,spawn-cost,claude-runs,model-gateway,snapshot,run-log,restart,cross-instance,modal-runs,registry-images]
  * HTTP-level benchmarks run once with PGlite (the default database) and once with PostgreSQL
  * (a throwaway database on 127.0.0.1:5432, as the e2e suite uses).
  */
@@ -33,6 +33,7 @@ const STEPS: Step[] = [
   { name: 'restart', title: 'Restart with running sandboxes and runs, PostgreSQL', script: 'restart.bench.js', args: (quick) => [...quickFlag(quick), '--postgres'] },
   { name: 'cross-instance', title: 'Several instances on one PostgreSQL database', script: 'cross-instance.bench.js', args: quickFlag },
   { name: 'modal-runs', title: 'Claude runs on the Modal engine (fake control plane), PGlite', script: 'modal-runs.bench.js', args: quickFlag },
+  { name: 'registry-images', title: 'Registry images on the local engine (~100 MiB image, loopback registry), PGlite', script: 'registry-images.bench.js', args: quickFlag },
 ];
 
 function quickFlag(quick: boolean): string[] {

@@ -2,6 +2,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -84,16 +85,27 @@ export interface PushedImage {
   digest: string;
 }
 
+/** Incompressible bulk added on top of the test image (benchmarks): random files in layers of their own. */
+export interface ImagePayload {
+  /** Total size of the random files, in MiB. */
+  mebibytes: number;
+  /** How many files, spread evenly over the layers. */
+  files: number;
+  /** How many layers, each under /payload/<layer>/. */
+  layers: number;
+}
+
 /**
  * Test images made from Debian's static busybox, without the internet, as an OCI layout:
  * layer 1 holds busybox, its applets, /etc/os-release and /etc/gone.txt; layer 2 deletes
  * /etc/gone.txt (a whiteout) and adds /data/original with a hard link /data/linked. The config sets
  * ENV and WORKDIR. `variant` changes the config only: another digest with the same layers.
+ * With `payload`, further layers of random files follow (a larger image, for the benchmarks).
  */
 export class TestImages {
   private constructor(private readonly dir: string) {}
 
-  static async build(): Promise<TestImages> {
+  static async build(options: { payload?: ImagePayload } = {}): Promise<TestImages> {
     const images = new TestImages(mkdtempSync(join(tmpdir(), 'oci-images-')));
     const layout = images.layout;
     const bundle = join(images.dir, 'bundle');
@@ -111,7 +123,8 @@ export class TestImages {
     unlinkSync(join(rootfs, 'etc', 'gone.txt'));
     writeFileSync(join(rootfs, 'data', 'original'), 'linked content\n');
     linkSync(join(rootfs, 'data', 'original'), join(rootfs, 'data', 'linked'));
-    await umoci(['repack', '--image', `${layout}:layered`, bundle]);
+    await umoci(['repack', ...(options.payload ? ['--refresh-bundle'] : []), '--image', `${layout}:layered`, bundle]);
+    if (options.payload) await addPayload(layout, rootfs, bundle, options.payload);
     await umoci(['config', '--image', `${layout}:layered`, '--config.env', 'PATH=/bin', '--config.env', 'IMAGE_GREETING=from-image-config', '--config.workingdir', '/srv']);
     return images;
   }
@@ -136,6 +149,17 @@ export class TestImages {
 
   remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function addPayload(layout: string, rootfs: string, bundle: string, payload: ImagePayload): Promise<void> {
+  const perFile = Math.floor((payload.mebibytes * 1024 * 1024) / payload.files);
+  for (let layer = 0; layer < payload.layers; layer++) {
+    const dir = join(rootfs, 'payload', String(layer));
+    mkdirSync(dir, { recursive: true });
+    const files = Math.floor(payload.files / payload.layers) + (layer < payload.files % payload.layers ? 1 : 0);
+    for (let file = 0; file < files; file++) writeFileSync(join(dir, `blob-${file}.bin`), randomBytes(perFile));
+    await umoci(['repack', '--refresh-bundle', '--image', `${layout}:layered`, bundle]);
   }
 }
 
