@@ -846,18 +846,29 @@ export class LocalSandboxProvider extends SandboxProvider implements OnModuleIni
   private stop(sandbox: LocalSandbox, final: SandboxState): Promise<void> {
     sandbox.stopping ??= (async () => {
       sandbox.state = final;
-      if (sandbox.spare) void killSpare(sandbox.spare);
+      const spareKilled = sandbox.spare ? killSpare(sandbox.spare) : undefined;
       sandbox.spare = undefined;
       clearTimeout(sandbox.lifetimeTimer);
       const launcherExited = sandbox.launcher?.killAndWait();
       if (!sandbox.launcher && sandbox.initPid > 0) killQuietly(sandbox.initPid);
       await Promise.all([sandbox.cgroups.destroy(), sandbox.natCgroups.destroy()]);
       await this.egressProxy.close(sandbox.id);
-      await launcherExited;
-      await rm(sandbox.dirs.base, { recursive: true, force: true });
+      await Promise.all([launcherExited, spareKilled]);
+      await this.removeSandboxDir(sandbox);
       this.logger.log(`sandbox ${sandbox.id} ${final.status}: ${'exitReason' in final ? final.exitReason : ''}`);
     })();
     return sandbox.stopping;
+  }
+
+  /**
+   * Retried: a process of the sandbox that is still exiting may add a file while the tree is being
+   * removed (ENOTEMPTY). The sandbox has stopped either way, so a directory that stays is only
+   * logged, never a failed stop (a DELETE answered 500 for it).
+   */
+  private async removeSandboxDir(sandbox: LocalSandbox): Promise<void> {
+    await rm(sandbox.dirs.base, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }).catch((error: unknown) =>
+      this.logger.warn(`could not remove the directory of sandbox ${sandbox.id} (left for the next start): ${(error as Error).message}`),
+    );
   }
 
   private async removeLeftovers(providerSandboxId: string): Promise<void> {
