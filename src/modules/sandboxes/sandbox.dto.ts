@@ -43,7 +43,7 @@ export class CreateSandboxDto {
   @IsOptional() @IsEnvMap(ENV_LIMITS)
   env?: Record<string, string>;
 
-  @ApiPropertyOptional({ type: [String], description: 'Names of secrets configured in SECRETS_FILE; their values become environment variables' })
+  @ApiPropertyOptional({ type: [String], description: 'Names of secrets; their values become environment variables. Local engine: defined in SECRETS_FILE. Modal: a Modal Secret of that name, else SECRETS_FILE. A name found nowhere answers 400 naming it' })
   @IsOptional() @IsArray() @ArrayMaxSize(32) @IsString({ each: true }) @Matches(/^[A-Za-z0-9_.-]{1,64}$/, { each: true, message: 'secrets must be secret names (letters, digits, ".", "-", "_")' })
   secrets?: string[];
 

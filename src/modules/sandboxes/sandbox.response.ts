@@ -43,7 +43,7 @@ export class SandboxResponse {
   @ApiProperty() created_at: string;
   @ApiProperty({ nullable: true, type: String }) terminated_at: string | null;
   @ApiProperty() last_activity_at: string;
-  @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout (its lifetime, enforced even while the service is down), idle_timeout, exited (its init ended, with exit code), oom, killed, egress_filter_failed, creation_failed, creation_interrupted, engine_unreachable, service_restarted (the machine rebooted), …' }) exit_reason: string | null;
+  @ApiProperty({ nullable: true, type: String, description: 'Why it ended: terminated_by_user, timeout (its lifetime, enforced even while the service is down), idle_timeout, exited (its init ended, with exit code), oom, killed, evicted (Modal moved it off a worker), start_failed, egress_filter_failed, creation_failed, creation_interrupted, engine_unreachable, service_restarted (the machine rebooted), …' }) exit_reason: string | null;
   @ApiProperty({ nullable: true, type: String }) error: string | null;
   @ApiProperty({
     type: SandboxProgressResponse,
