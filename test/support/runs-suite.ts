@@ -41,7 +41,19 @@ describeOnEngines(`Claude Code runs streamed over SSE (${database})`, (engine) =
     const response = await user.post('/api/sandboxes', { volume_name: `volume-${++volumes}`, ...body });
     expect(response.status).toBe(201);
     created.push(response.body.data.sandbox_id);
+    if (engine.isModal) await untilExecWorks(response.body.data.sandbox_id);
     return response.body.data.sandbox_id as string;
+  };
+  /**
+   * The fake Modal control plane answers a create before its sandbox's mounts are all in place: an
+   * exec joining it at once may find no /usr/bin/env (exit 127). Real Modal runs execs only in a
+   * running sandbox; this waits out the fake's start-up, it does not retry the service's own calls.
+   */
+  const untilExecWorks = async (sandboxId: string) => {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      if ((await user.post(`/api/sandboxes/${sandboxId}/exec`, { command: ['true'] })).body?.data?.exit_code === 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   };
   const startRun = async (sandboxId: string, body: Record<string, unknown>) => {
     const response = await user.post(`/api/sandboxes/${sandboxId}/runs`, body);
